@@ -1,0 +1,3 @@
+from cl_analyze.cli import main
+
+main()

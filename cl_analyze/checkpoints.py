@@ -1,0 +1,69 @@
+"""Checkpoints that carry their config and load with ``torch.load(weights_only=True)``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cl_analyze.config import TrainConfig
+from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.models import LeNetPlusPlus
+
+FORMAT = "cl-analyze-checkpoint"
+LAST = "last.pt"
+BEST = "best.pt"
+
+
+def epoch_checkpoint_name(epoch: int) -> str:
+    return f"epoch_{epoch:03d}.pt"
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically: a crash mid-save leaves the previous checkpoint intact."""
+    temporary = path.with_name(path.name + ".tmp")
+    torch.save({"format": FORMAT, **payload}, temporary)
+    os.replace(temporary, path)
+
+
+def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    if not path.is_file():
+        raise CLAnalyzeError(f"no checkpoint at {path}: train the run first, or pick another one")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises several types for a damaged or foreign file
+        raise CLAnalyzeError(f"cannot load checkpoint {path} ({error}): is it from cl-analyze?")
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
+        raise CLAnalyzeError(f"{path} is not a cl-analyze checkpoint: pick one from a run folder")
+    return payload
+
+
+def resolve_checkpoint(run_dir: Path, which: str) -> Path:
+    """``last``, ``best`` or an epoch number -> the checkpoint file in a run folder."""
+    if which in ("last", "best"):
+        return run_dir / (LAST if which == "last" else BEST)
+    try:
+        epoch = int(which)
+    except ValueError:
+        raise CLAnalyzeError(
+            f"unknown checkpoint {which!r}: use last, best or an epoch number"
+        ) from None
+    path = run_dir / epoch_checkpoint_name(epoch)
+    if not path.is_file():
+        last = run_dir / LAST
+        if last.is_file() and load_checkpoint(last)["epoch"] == epoch:
+            return last
+        raise CLAnalyzeError(
+            f"no checkpoint for epoch {epoch} in {run_dir}: train with --keep-checkpoints all"
+            " to keep every epoch, or use last or best"
+        )
+    return path
+
+
+def model_from_checkpoint(payload: dict[str, Any]) -> tuple[LeNetPlusPlus, TrainConfig]:
+    config = TrainConfig.from_dict(payload["config"])
+    model = LeNetPlusPlus(num_classes=int(payload["num_classes"]), feat_dim=config.feat_dim)
+    model.load_state_dict(payload["model"])
+    return model, config

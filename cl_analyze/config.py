@@ -1,0 +1,122 @@
+"""The frozen configuration of a training run, its defaults (the reference's) and its checks."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, fields
+from typing import Any
+
+from cl_analyze.data import DATASETS
+from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.losses import CENTER_UPDATES
+
+LOSSES = ("softmax", "center")
+PRECISIONS = ("fp32", "bf16")
+KEEP_CHECKPOINTS = ("last", "all")
+# Options that may change when a run is resumed: they do not alter what was already trained.
+RESUME_OVERRIDABLE = frozenset({"epochs", "device", "keep_checkpoints", "data_dir", "download"})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a training run. Defaults are KaiyangZhou/pytorch-center-loss's."""
+
+    loss: str = "center"
+    dataset: str = "mnist"
+    data_dir: str = "data"
+    download: bool = True
+    limit_train: int | None = None
+    limit_test: int | None = None
+    feat_dim: int = 2
+    epochs: int = 100
+    batch_size: int = 128
+    lr: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    step_size: int = 20
+    gamma: float = 0.5
+    center_weight: float = 1.0
+    center_lr: float = 0.5
+    center_update: str = "sgd"
+    alpha: float = 0.5
+    seed: int = 1
+    device: str = "auto"
+    deterministic: bool = False
+    precision: str = "fp32"
+    embed: bool = True
+    eval_batch_size: int = 1024
+    keep_checkpoints: str = "last"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        _choice("loss", self.loss, LOSSES)
+        _choice("dataset", self.dataset, DATASETS)
+        _choice("center-update", self.center_update, CENTER_UPDATES)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("keep-checkpoints", self.keep_checkpoints, KEEP_CHECKPOINTS)
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise CLAnalyzeError(
+                f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N"
+            )
+        _positive("epochs", self.epochs)
+        _positive("batch-size", self.batch_size)
+        _positive("eval-batch-size", self.eval_batch_size)
+        _positive("lr", self.lr)
+        _positive("center-lr", self.center_lr)
+        _positive("alpha", self.alpha)
+        _positive("gamma", self.gamma)
+        _positive("step-size", self.step_size)
+        if self.feat_dim < 1:
+            raise CLAnalyzeError(f"--feat-dim must be >= 1, got {self.feat_dim}: use 2 to plot it")
+        if not 0 <= self.momentum < 1:
+            raise CLAnalyzeError(f"--momentum must be in [0, 1), got {self.momentum}")
+        if self.weight_decay < 0:
+            raise CLAnalyzeError(f"--weight-decay must be >= 0, got {self.weight_decay}")
+        if self.loss == "center" and self.center_weight <= 0:
+            raise CLAnalyzeError(
+                f"--center-weight must be > 0 with --loss center, got {self.center_weight}:"
+                " use --loss softmax to train without center loss"
+            )
+        for name, limit in (("limit-train", self.limit_train), ("limit-test", self.limit_test)):
+            if limit is not None and limit < 1:
+                raise CLAnalyzeError(f"--{name} must be >= 1, got {limit}: or leave it out")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+    def replace(self, **changes: Any) -> TrainConfig:
+        return dataclasses.replace(self, **changes)
+
+    def merge_for_resume(self, given: dict[str, Any]) -> TrainConfig:
+        """This (stored) config with the options given on a resume; a contradiction is an error."""
+        for name, value in given.items():
+            if name in RESUME_OVERRIDABLE or value == getattr(self, name):
+                continue
+            flag = "--" + name.replace("_", "-")
+            raise CLAnalyzeError(
+                f"{flag} {value} contradicts the run being resumed ({name}={getattr(self, name)}):"
+                f" drop {flag}, or start a new run with --out or --overwrite"
+            )
+        overrides = {k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}
+        return self.replace(**overrides)
+
+
+def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise CLAnalyzeError(f"unknown {flag} {value!r}: use one of {', '.join(choices)}")
+
+
+def _positive(flag: str, value: float) -> None:
+    if not value > 0:
+        raise CLAnalyzeError(f"--{flag} must be > 0, got {value}")
