@@ -12,7 +12,9 @@ from pathlib import Path
 
 
 def main(argv: list[str]) -> None:
-    names = argv or sorted(p.stem[len("bench_") :] for p in Path(__file__).parent.glob("bench_*.py"))
+    names = argv or sorted(
+        p.stem[len("bench_") :] for p in Path(__file__).parent.glob("bench_*.py")
+    )
     for name in names:
         print(f"\n=== bench_{name} ===", flush=True)
         importlib.import_module(f"benchmarks.bench_{name}").main()

@@ -34,7 +34,9 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as error:  # torch raises several types for a damaged or foreign file
-        raise CLAnalyzeError(f"cannot load checkpoint {path} ({error}): is it from cl-analyze?")
+        raise CLAnalyzeError(
+            f"cannot load checkpoint {path} ({error}): is it from cl-analyze?"
+        ) from error
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CLAnalyzeError(f"{path} is not a cl-analyze checkpoint: pick one from a run folder")
     return payload

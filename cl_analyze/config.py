@@ -58,9 +58,7 @@ class TrainConfig:
         _choice("precision", self.precision, PRECISIONS)
         _choice("keep-checkpoints", self.keep_checkpoints, KEEP_CHECKPOINTS)
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
-            raise CLAnalyzeError(
-                f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N"
-            )
+            raise CLAnalyzeError(f"unknown device {self.device!r}: use auto, cpu, cuda or cuda:N")
         _positive("epochs", self.epochs)
         _positive("batch-size", self.batch_size)
         _positive("eval-batch-size", self.eval_batch_size)

@@ -6,6 +6,7 @@ seeded permutation: no per-sample PIL transforms and no DataLoader workers on th
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import importlib.resources
 import os
@@ -106,9 +107,7 @@ def load_dataset(
     elif name in ("mnist", "fashion-mnist"):
         dataset = _load_idx_dataset(name, Path(data_dir), download=download)
     else:
-        raise CLAnalyzeError(
-            f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}"
-        )
+        raise CLAnalyzeError(f"unknown dataset {name!r}: use one of {', '.join(DATASETS)}")
     return replace(
         dataset,
         train=stratified_subset(dataset.train, limit_train),
@@ -208,11 +207,7 @@ def _candidate_folders(name: str, data_dir: Path) -> list[Path]:
 def find_idx_folder(name: str, data_dir: Path) -> Path | None:
     """The first folder holding all four IDX files (plain or ``.gz``), or None."""
     for folder in _candidate_folders(name, data_dir):
-        if all(
-            _idx_path(folder, stem) is not None
-            for pair in IDX_FILES.values()
-            for stem in pair
-        ):
+        if all(_idx_path(folder, stem) is not None for pair in IDX_FILES.values() for stem in pair):
             return folder
     return None
 
@@ -253,17 +248,17 @@ def _download(name: str, data_dir: Path) -> None:
 def _load_idx_dataset(name: str, data_dir: Path, *, download: bool) -> Dataset:
     folder = find_idx_folder(name, data_dir)
     if folder is None and download:
-        try:
+        # Any network or mirror failure falls through to the clear message below.
+        with contextlib.suppress(Exception):
             _download(name, data_dir)
-        except Exception:  # any network or mirror failure: fall through to the clear message
-            pass
         folder = find_idx_folder(name, data_dir)
     if folder is None:
         files = ", ".join(stem + "[.gz]" for pair in IDX_FILES.values() for stem in pair)
         hint = " or `apt-get install dataset-fashion-mnist`" if name == "fashion-mnist" else ""
         raise CLAnalyzeError(
             f"{name} not found and could not be downloaded: put {files} in "
-            f"{data_dir}{os.sep} (or pass --data-dir FOLDER){hint}"
+            f"{data_dir}{os.sep} (or pass --data-dir FOLDER){hint}; offline, --dataset mnist-5k"
+            " needs no files"
         )
     splits = {}
     for split_name, (image_stem, label_stem) in IDX_FILES.items():
@@ -274,7 +269,8 @@ def _load_idx_dataset(name: str, data_dir: Path, *, download: bool) -> Dataset:
         labels = read_idx(label_path).astype(np.int64)
         if images.ndim != 3 or labels.ndim != 1 or len(images) != len(labels):
             raise CLAnalyzeError(
-                f"IDX files in {folder} do not match ({images.shape} images, {labels.shape} labels):"
+                f"IDX files in {folder} do not match"
+                f" ({images.shape} images, {labels.shape} labels):"
                 " use the four original files of one dataset"
             )
         splits[split_name] = Split(

@@ -19,12 +19,14 @@ class CenterLoss(nn.Module):
         feat_dim: D, the feature dimension.
         update: how the centers learn.
 
-            - ``"sgd"`` (KaiyangZhou/pytorch-center-loss): loss = (1/B) * sum_i ||x_i - c_{y_i}||^2;
-              ``centers`` is an ``nn.Parameter`` drawn from N(0, 1) and trained by its own optimizer.
+            - ``"sgd"`` (KaiyangZhou/pytorch-center-loss):
+              loss = (1/B) * sum_i ||x_i - c_{y_i}||^2; ``centers`` is an ``nn.Parameter``
+              drawn from N(0, 1) and trained by its own optimizer.
               The reference divides the centers' gradient by the loss weight lambda before that
               step, so lambda does not move the centers: see ``unscale_center_grad``.
-            - ``"paper"`` (Eq. 2-4, Algorithm 1): loss = (1/(2B)) * sum_i ||x_i - c_{y_i}||^2 with no
-              gradient into the centers (a buffer); call ``update_centers`` after each step.
+            - ``"paper"`` (Eq. 2-4, Algorithm 1):
+              loss = (1/(2B)) * sum_i ||x_i - c_{y_i}||^2 with no gradient into the centers
+              (a buffer); call ``update_centers`` after each step.
         alpha: the paper's center learning rate (``update="paper"`` only).
 
     Shapes:

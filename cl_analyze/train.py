@@ -85,7 +85,10 @@ class TrainState:
         center_optimizer = None
         if config.loss == "center":
             center_loss = CenterLoss(
-                num_classes, config.feat_dim, update=config.center_update, alpha=config.alpha  # type: ignore[arg-type]
+                num_classes,
+                config.feat_dim,
+                update=config.center_update,  # type: ignore[arg-type]  # validated in config
+                alpha=config.alpha,
             ).to(device)
             if config.center_update == "sgd":
                 # The reference: plain SGD at lr 0.5, no momentum, no weight decay, no schedule.
@@ -176,7 +179,9 @@ def train_one_epoch(
     sums = torch.zeros(4, device=device, dtype=torch.float64)
     zero = torch.zeros((), device=device)
     start = time.perf_counter()
-    batches = iterate_batches(split, config.batch_size, generator=epoch_generator(config.seed, epoch))
+    batches = iterate_batches(
+        split, config.batch_size, generator=epoch_generator(config.seed, epoch)
+    )
     for step, (images, labels) in enumerate(batches, start=1):
         inputs = normalise(images, dataset.mean, dataset.std)
         with autocast(device, config.precision):
@@ -335,6 +340,7 @@ def fit(
         limit_test=config.limit_test,
         download=config.download,
     ).to(device)
+    reporter.log(f"run folder: {run_dir}  ({dataset.name}, {config.loss} loss, {device})")
     state = TrainState.build(config, dataset.num_classes, device)
     (run_dir / "config.json").write_text(config.to_json() + "\n")
 
@@ -431,7 +437,9 @@ def _record_epoch(
         "train_loss_ce": math.nan if stats is None else stats.loss_ce,
         "train_loss_center": math.nan if stats is None else stats.loss_center,
         "train_accuracy": math.nan if stats is None else stats.accuracy,
-        "train_accuracy_eval": evaluations["train"].accuracy if "train" in evaluations else math.nan,
+        "train_accuracy_eval": evaluations["train"].accuracy
+        if "train" in evaluations
+        else math.nan,
         "test_accuracy": evaluations["test"].accuracy,
         "test_loss_ce": evaluations["test"].loss_ce,
         "embed_time_s": time.perf_counter() - start,
