@@ -100,9 +100,7 @@ def train(
     out: Annotated[
         Path | None, typer.Option(help="run folder [default: next artifacts/runN]")
     ] = None,
-    resume: Annotated[
-        Path | None, typer.Option(help="continue the run in this folder")
-    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the run in this folder")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace the run in --out")] = False,
     quiet: Annotated[bool, typer.Option(help="plain log lines, no progress bar")] = False,
 ) -> None:
@@ -154,9 +152,10 @@ def train(
         config = TrainConfig(**given)
         run_dir = out if out is not None else next_run_dir(DEFAULT_ARTIFACTS)
     reporter = Reporter(quiet=quiet)
-    reporter.log(f"run folder: {run_dir}")
     try:
-        store = fit(config, run_dir, resume=resume is not None, overwrite=overwrite, reporter=reporter)
+        store = fit(
+            config, run_dir, resume=resume is not None, overwrite=overwrite, reporter=reporter
+        )
     except CLAnalyzeError:
         _remove_if_empty(run_dir)
         raise
@@ -170,15 +169,275 @@ def train(
 
 
 # --- embed (cl-analyze embed) ---
+@app.command("embed")
+def embed_command(
+    run: Annotated[Path, typer.Argument(help="run folder written by `cl-analyze train`")],
+    checkpoint: Annotated[str, typer.Option(help="last, best or an epoch number")] = "last",
+    dataset: Annotated[
+        str | None, typer.Option(help="mnist-5k, mnist or fashion-mnist [default: the run's]")
+    ] = None,
+    split: Annotated[str, typer.Option(help="train or test")] = "test",
+    images: Annotated[
+        Path | None, typer.Option(help="embed a folder of images in class subfolders instead")
+    ] = None,
+    data_dir: Annotated[
+        str | None, typer.Option(help="folder with the IDX files [default: the run's]")
+    ] = None,
+    limit: Annotated[int | None, typer.Option(help="embed a stratified subset of N images")] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="store to write [default: RUN/embed-...-epochE.h5]")
+    ] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N")] = "auto",
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 1024,
+    all_checkpoints: Annotated[
+        bool,
+        typer.Option(help="rebuild a --no-embed run's per-epoch embeddings in its run.h5"),
+    ] = False,
+    quiet: Annotated[bool, typer.Option(help="plain log lines, no progress bar")] = False,
+) -> None:
+    """Embed a dataset split or an image folder with a trained checkpoint into a run store."""
+    from cl_analyze.embed import EmbedConfig, embed
+    from cl_analyze.progress import Reporter
+
+    config = EmbedConfig(
+        run=run,
+        checkpoint=checkpoint,
+        dataset=dataset,
+        data_dir=data_dir,
+        split=split,
+        images=images,
+        limit=limit,
+        out=out,
+        device=device,
+        batch_size=batch_size,
+        all_checkpoints=all_checkpoints,
+    )
+    path = embed(config, Reporter(quiet=quiet))
+    print(path)
 
 
 # --- plot (cl-analyze plot) ---
 
 
+@app.command()
+def plot(
+    runs: Annotated[list[Path], typer.Argument(help="run folders (artifacts/run1 ...)")],
+    out: Annotated[
+        Path | None, typer.Option(help="output folder [default: reports/<first run>/figures]")
+    ] = None,
+    epochs: Annotated[
+        str | None,
+        typer.Option(
+            help="scatter epochs, e.g. 0,12,32,last (first/peak/last) [default: first,peak,last]"
+        ),
+    ] = None,
+    split: Annotated[str, typer.Option(help="train, test or both")] = "both",
+    max_points: Annotated[
+        int | None, typer.Option(help="points per split and run, stratified [default: 10000]")
+    ] = 10_000,
+    dims: Annotated[
+        str | None, typer.Option(help="two raw feature dimensions, e.g. 0,1 [default: PCA if D>2]")
+    ] = None,
+    style: Annotated[str, typer.Option(help="paper (3.4 in column) or slides")] = "paper",
+    animation: Annotated[
+        bool, typer.Option("--animation/--no-animation", help="write the per-epoch animation")
+    ] = True,
+    formats: Annotated[str, typer.Option(help="animation formats: gif,mp4")] = "gif,mp4",
+    fps: Annotated[float, typer.Option(help="animation frames (epochs) per second")] = 8.0,
+    metrics: Annotated[
+        bool, typer.Option("--metrics/--no-metrics", help="load geometry metrics for titles/curves")
+    ] = True,
+    allow_mixed: Annotated[bool, typer.Option(help="allow runs on different datasets")] = False,
+    quiet: Annotated[bool, typer.Option(help="plain log lines, no progress bar")] = False,
+) -> None:
+    """Scatter, curve, center and heatmap figures (PNG + PDF) and a side-by-side animation."""
+    from cl_analyze.plots import PlotOptions, parse_dims, parse_epochs, parse_formats, plot_runs
+    from cl_analyze.progress import Reporter
+
+    options = PlotOptions(
+        out=out,
+        epochs=parse_epochs(epochs),
+        split=split,
+        max_points=max_points,
+        dims=parse_dims(dims),
+        style=style,
+        animation=animation,
+        animation_formats=parse_formats(formats),
+        fps=fps,
+        allow_mixed=allow_mixed,
+        metrics=metrics,
+    )
+    with Reporter(quiet=quiet) as reporter:
+        result = plot_runs(runs, options, reporter)
+    reporter.log(f"{len(result.files)} files in {result.out_dir}")
+
+
 # --- report (cl-analyze report) ---
 
 
+@app.command()
+def report(
+    runs: Annotated[list[Path], typer.Argument(help="run folders (or a sweep folder)")],
+    out: Annotated[
+        Path | None, typer.Option(help="report folder [default: reports/<first run's name>]")
+    ] = None,
+    epochs: Annotated[
+        str | None,
+        typer.Option(help="scatter epochs, e.g. 0,12,peak,last [default: 0, 97%, peak, last]"),
+    ] = None,
+    last_k: Annotated[int, typer.Option(help="epochs averaged for the decline")] = 5,
+    threshold: Annotated[float, typer.Option(help="accuracy to reach, as 97 or 0.97")] = 97.0,
+    allow_mixed: Annotated[
+        bool, typer.Option(help="allow runs on different datasets side by side")
+    ] = False,
+    animation: Annotated[
+        bool, typer.Option("--animation/--no-animation", help="GIF + MP4 of the runs")
+    ] = True,
+    figures: Annotated[
+        bool, typer.Option("--figures/--no-figures", help="draw figures (off: text and data)")
+    ] = True,
+    max_points: Annotated[int, typer.Option(help="points per scatter panel")] = 2000,
+    quiet: Annotated[bool, typer.Option(help="plain log lines, no progress bar")] = False,
+) -> None:
+    """Write a report (index.html, report.md, summary.json, metrics.csv) on one or more runs.
+
+    The last line printed is the path of index.html."""
+    from cl_analyze.plots import parse_epochs
+    from cl_analyze.progress import Reporter
+    from cl_analyze.report import ReportOptions, build_report
+
+    options = ReportOptions(
+        out=out,
+        epochs=parse_epochs(epochs),
+        last_k=last_k,
+        threshold=threshold / 100 if threshold > 1 else threshold,
+        allow_mixed=allow_mixed,
+        animation=animation,
+        figures=figures,
+        max_points=max_points,
+    )
+    with Reporter(quiet=quiet) as reporter:
+        index = build_report(runs, options, reporter)
+    print(index)
+
+
 # --- sweep (cl-analyze sweep) ---
+
+
+@app.command()
+def sweep(
+    grid: Annotated[
+        list[str] | None,
+        typer.Option(help="OPTION=V1,V2,... swept train option (repeat for more axes)"),
+    ] = None,
+    grid_file: Annotated[
+        Path | None, typer.Option(help="TOML file: a grid table of lists, optionally a fixed table")
+    ] = None,
+    backend: Annotated[str, typer.Option(help="local (processes here) or ray")] = "local",
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: start a local Ray)")
+    ] = None,
+    jobs: Annotated[
+        int | None,
+        typer.Option(help="runs at once (default: 1 local; on a Ray cluster its GPUs or CPUs)"),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="sweep folder (default: next artifacts/sweepN)")
+    ] = None,
+    resume: Annotated[Path | None, typer.Option(help="continue the sweep in this folder")] = None,
+    quiet: Annotated[bool, typer.Option(help="plain log lines, no live table")] = False,
+    loss: Annotated[str | None, typer.Option(help="softmax or center")] = None,
+    dataset: Annotated[str | None, typer.Option(help="mnist-5k, mnist or fashion-mnist")] = None,
+    data_dir: Annotated[str | None, typer.Option(help="folder with the IDX files")] = None,
+    download: Annotated[bool | None, typer.Option("--download/--no-download")] = None,
+    limit_train: Annotated[int | None, typer.Option(help="stratified train subset")] = None,
+    limit_test: Annotated[int | None, typer.Option(help="stratified test subset")] = None,
+    feat_dim: Annotated[int | None, typer.Option()] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    lr: Annotated[float | None, typer.Option()] = None,
+    momentum: Annotated[float | None, typer.Option()] = None,
+    weight_decay: Annotated[float | None, typer.Option()] = None,
+    step_size: Annotated[int | None, typer.Option()] = None,
+    gamma: Annotated[float | None, typer.Option()] = None,
+    center_weight: Annotated[float | None, typer.Option()] = None,
+    center_lr: Annotated[float | None, typer.Option()] = None,
+    center_update: Annotated[str | None, typer.Option()] = None,
+    alpha: Annotated[float | None, typer.Option()] = None,
+    seed: Annotated[int | None, typer.Option()] = None,
+    device: Annotated[
+        str | None, typer.Option(help="force one device (default: a GPU per run, else CPU)")
+    ] = None,
+    deterministic: Annotated[
+        bool | None, typer.Option("--deterministic/--no-deterministic")
+    ] = None,
+    precision: Annotated[str | None, typer.Option()] = None,
+    embed: Annotated[bool | None, typer.Option("--embed/--no-embed")] = None,
+    eval_batch_size: Annotated[int | None, typer.Option()] = None,
+    keep_checkpoints: Annotated[str | None, typer.Option()] = None,
+) -> None:
+    """Train one run per combination of --grid values (train options as in `cl-analyze train`)."""
+    from cl_analyze.sweep import run_sweep, sweep_spec
+
+    fixed = _given(
+        loss=loss,
+        dataset=dataset,
+        data_dir=data_dir,
+        download=download,
+        limit_train=limit_train,
+        limit_test=limit_test,
+        feat_dim=feat_dim,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        step_size=step_size,
+        gamma=gamma,
+        center_weight=center_weight,
+        center_lr=center_lr,
+        center_update=center_update,
+        alpha=alpha,
+        seed=seed,
+        device=device,
+        deterministic=deterministic,
+        precision=precision,
+        embed=embed,
+        eval_batch_size=eval_batch_size,
+        keep_checkpoints=keep_checkpoints,
+    )
+    spec = sweep_spec(
+        grid or [],
+        grid_file,
+        fixed,
+        out=out,
+        resume=resume,
+        root=DEFAULT_ARTIFACTS,
+        backend=backend,
+        jobs=jobs,
+        address=address,
+        quiet=quiet,
+    )
+    result = run_sweep(spec, console=err_console)
+    folder = result.sweep_dir
+    if result.interrupted:
+        print(
+            f"interrupted: {result.count('interrupted')} runs stopped, completed epochs are saved;"
+            f" continue with `cl-analyze sweep --resume {folder}`",
+            file=sys.stderr,
+        )
+        raise typer.Exit(130)
+    for run in result.failed:
+        print(f"failed: {run.name}: {run.error} (log: {run.log})", file=sys.stderr)
+    if result.failed:
+        print(
+            f"{len(result.failed)} of {len(result.runs)} runs failed in {folder}: fix the cause,"
+            f" then rerun `cl-analyze sweep --resume {folder}`",
+            file=sys.stderr,
+        )
+        raise typer.Exit(1)
+    skipped = sum(run.action == "skipped" for run in result.runs)
+    print(f"done: {folder} ({len(result.runs)} runs, {skipped} already complete)", file=sys.stderr)
 
 
 def _remove_if_empty(folder: Path) -> None:

@@ -28,7 +28,11 @@ class Reporter:
         self._task: TaskID | None = None
 
     def __enter__(self) -> Reporter:
-        if not self.quiet:
+        return self
+
+    def _open(self) -> Progress:
+        # Opened on the first task only: an empty live display still prints a blank line.
+        if self._progress is None:
             self._progress = Progress(
                 TextColumn("[bold]{task.description}"),
                 BarColumn(),
@@ -41,7 +45,7 @@ class Reporter:
                 transient=False,
             )
             self._progress.__enter__()
-        return self
+        return self._progress
 
     def __exit__(
         self,
@@ -52,12 +56,15 @@ class Reporter:
         if self._progress is not None:
             self._progress.__exit__(exc_type, exc, traceback)
             self._progress = None
+            self._task = None
 
     def start(self, description: str, total: int) -> None:
-        if self._progress is not None:
-            if self._task is not None:
-                self._progress.remove_task(self._task)
-            self._task = self._progress.add_task(description, total=total, stats="")
+        if self.quiet:
+            return
+        progress = self._open()
+        if self._task is not None:
+            progress.remove_task(self._task)
+        self._task = progress.add_task(description, total=total, stats="")
 
     def advance(self, steps: int = 1, stats: Mapping[str, float] | None = None) -> None:
         if self._progress is None or self._task is None:

@@ -132,8 +132,11 @@ class RunWriter:
         return writer
 
     @classmethod
-    def resume(cls, path: Path | str, keep_rows: int) -> RunWriter:
-        """Reopen for appending after the first ``keep_rows`` rows, dropping any later ones.
+    def resume(
+        cls, path: Path | str, keep_rows: int, config: Mapping[str, Any] | None = None
+    ) -> RunWriter:
+        """Reopen for appending after the first ``keep_rows`` rows, dropping any later ones;
+        ``config`` replaces the stored one (a resume may extend the epochs).
 
         The file is rebuilt from a reader's view first: that also clears the open-for-write flag
         that a killed SWMR writer leaves behind, which HDF5 otherwise refuses to reopen.
@@ -141,6 +144,8 @@ class RunWriter:
         path = store_path(path)
         _rebuild(path, keep_rows)
         handle = h5py.File(path, "r+", libver="latest")
+        if config is not None:
+            handle.attrs["config"] = json.dumps(dict(config), sort_keys=True)
         writer = cls(path, handle)
         writer._start()
         return writer

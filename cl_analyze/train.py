@@ -311,7 +311,9 @@ def _configure_determinism(config: TrainConfig) -> None:
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
     else:
-        torch.use_deterministic_algorithms(False)
+        # Switching it off imports torch's compiler stack (seconds): only do it when it is on.
+        if torch.are_deterministic_algorithms_enabled():
+            torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = True
 
 
@@ -356,7 +358,9 @@ def fit(
                     f"{run_dir / STORE_NAME} holds {store.rows} epochs but {LAST} is at epoch"
                     f" {start_epoch - 1}: the store is damaged; start again with --overwrite"
                 )
-        writer = RunWriter.resume(run_dir / STORE_NAME, keep_rows=start_epoch)
+        writer = RunWriter.resume(
+            run_dir / STORE_NAME, keep_rows=start_epoch, config=config.to_dict()
+        )
         reporter.log(f"resuming {run_dir} at epoch {start_epoch}")
     else:
         start_epoch, best_accuracy, elapsed_before = 0, -1.0, 0.0

@@ -148,6 +148,7 @@ def test_resume_extends_a_finished_run(tmp_path: Path) -> None:
     fit(config.replace(epochs=2), tmp_path / "run", resume=True)
     with RunStore(tmp_path / "run") as store:
         assert store.epochs.tolist() == [0, 1, 2]
+        assert store.config["epochs"] == 2
 
 
 def test_existing_run_is_never_overwritten_silently(center_run: Path) -> None:

@@ -1,0 +1,193 @@
+"""Per-epoch metrics of a run store, cached in the store's ``/metrics`` group.
+
+The cache holds one group per epoch (``/metrics/epoch_<E>``) with four equal-length datasets
+``split``, ``metric``, ``class`` and ``value``; the ``/metrics`` group's ``metrics_version``
+attribute says which metric definitions wrote it. A bumped ``METRICS_VERSION`` drops the cache;
+an unchanged one is never recomputed. The cache is only written when no trainer holds the file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pandas as pd
+import torch
+
+from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.metrics import class_mean_distances, split_metrics
+from cl_analyze.progress import Reporter
+from cl_analyze.store import RunStore, store_path, writer_alive
+
+__all__ = [
+    "COLUMNS",
+    "METRICS_GROUP",
+    "METRICS_VERSION",
+    "class_mean_distances",
+    "export_metrics_csv",
+    "load_metrics",
+]
+
+# Bump whenever a metric's definition changes: stored caches of older versions are recomputed.
+METRICS_VERSION = 1
+METRICS_GROUP = "metrics"
+COLUMNS = ["epoch", "split", "metric", "class", "value"]
+Rows = list[tuple[int, str, str, str, float]]
+
+
+def _epoch_group_name(epoch: int) -> str:
+    return f"epoch_{epoch:05d}"
+
+
+def _open_read(path: Path) -> h5py.File:
+    try:
+        return h5py.File(path, "r", swmr=True)
+    except OSError:
+        return h5py.File(path, "r")
+
+
+def _read_cache(path: Path) -> dict[int, Rows]:
+    """Cached rows by epoch, or nothing when the cache is missing or of another version."""
+    try:
+        handle = _open_read(path)
+    except OSError:
+        return {}
+    with handle:
+        group = handle.get(METRICS_GROUP)
+        if not isinstance(group, h5py.Group):
+            return {}
+        if int(group.attrs.get("metrics_version", -1)) != METRICS_VERSION:
+            return {}
+        cached: dict[int, Rows] = {}
+        for name, item in group.items():
+            if name.endswith(".partial") or not isinstance(item, h5py.Group):
+                continue
+            epoch = int(item.attrs["epoch"])
+            columns = [item[c].asstr()[()] for c in ("split", "metric", "class")]
+            values = np.asarray(item["value"][()], dtype=np.float64)
+            cached[epoch] = [
+                (epoch, str(s), str(m), str(c), float(v))
+                for s, m, c, v in zip(*columns, values, strict=True)
+            ]
+        return cached
+
+
+def _write_cache(path: Path, computed: dict[int, Rows], *, drop_old: bool) -> bool:
+    """Add epochs to the cache; False (nothing written) when the file cannot be opened for writing.
+
+    Each epoch's group is built under a temporary name and renamed when complete, and the file
+    is flushed, so a kill leaves at worst an ignored ``.partial``
+    group; no other dataset is touched.
+    """
+    if writer_alive(path.parent):
+        return False
+    try:
+        handle = h5py.File(path, "r+")
+    except OSError:
+        # Read-only file, or a crashed SWMR writer's flag that HDF5 refuses to open for writing.
+        return False
+    with handle:
+        if drop_old and METRICS_GROUP in handle:
+            del handle[METRICS_GROUP]
+        group = handle.require_group(METRICS_GROUP)
+        group.attrs["metrics_version"] = METRICS_VERSION
+        strings = h5py.string_dtype()
+        for epoch, rows in computed.items():
+            final = _epoch_group_name(epoch)
+            partial = final + ".partial"
+            for stale in (final, partial):
+                if stale in group:
+                    del group[stale]
+            entry = group.create_group(partial)
+            entry.attrs["epoch"] = epoch
+            for index, column in ((1, "split"), (2, "metric"), (3, "class")):
+                entry.create_dataset(column, data=[row[index] for row in rows], dtype=strings)
+            entry.create_dataset("value", data=np.array([row[4] for row in rows], dtype="f8"))
+            handle.flush()
+            group.move(partial, final)
+            handle.flush()
+    return True
+
+
+def _epoch_rows(store: RunStore, row: int, epoch: int) -> Rows:
+    names = store.class_names
+    # The silhouette's pairwise pass is the cost: on a GPU when there is one.
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    centers = store.centers(row)
+    splits = [s for s in store.splits if store.has_features(s)]
+    train = None
+    if "train" in splits:
+        train = (store.features("train", row), store.labels("train"))
+    rows: Rows = []
+    for split in splits:
+        values = split_metrics(
+            store.features(split, row),
+            store.labels(split),
+            store.num_classes,
+            centers=centers,
+            reference=train if split == "test" else None,
+            where=f"{store.path} epoch {epoch} split {split}",
+            device=device,
+        )
+        for (metric, klass), value in values.items():
+            rows.append((epoch, split, metric, "" if klass is None else names[klass], value))
+    return rows
+
+
+def _iter_missing(store: RunStore, cached: dict[int, Rows]) -> Iterator[tuple[int, int]]:
+    for row, epoch in enumerate(store.epochs.tolist()):
+        if epoch not in cached:
+            yield row, int(epoch)
+
+
+def load_metrics(run: Path | str, *, reporter: Reporter | None = None) -> pd.DataFrame:
+    """Tidy metrics of every completed epoch and split: columns epoch, split, metric, class
+    ('' for whole-split values) and value. Computes only what the cache lacks, and caches it
+    unless a trainer is writing the store (or the file is not writable)."""
+    path = store_path(run)
+    version = _cache_version(path) if path.is_file() else None
+    cached = _read_cache(path) if version == METRICS_VERSION else {}
+    computed: dict[int, Rows] = {}
+    with RunStore(path) as store:
+        epochs = [int(e) for e in store.epochs.tolist()]
+        missing = list(_iter_missing(store, cached))
+        if reporter is not None and missing:
+            reporter.start(f"metrics {store.name}", len(missing))
+        for row, epoch in missing:
+            computed[epoch] = _epoch_rows(store, row, epoch)
+            if reporter is not None:
+                reporter.advance(1)
+    if computed:
+        _write_cache(path, computed, drop_old=version != METRICS_VERSION)
+    everything = {**cached, **computed}
+    rows = [r for epoch in epochs for r in everything.get(epoch, [])]
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    return frame.astype(
+        {"epoch": "int64", "split": str, "metric": str, "class": str, "value": "f8"}
+    )
+
+
+def _cache_version(path: Path) -> int | None:
+    try:
+        with _open_read(path) as handle:
+            group = handle.get(METRICS_GROUP)
+            if isinstance(group, h5py.Group) and "metrics_version" in group.attrs:
+                return int(group.attrs["metrics_version"])
+    except OSError:
+        pass
+    return None
+
+
+def export_metrics_csv(
+    run: Path | str, path: Path | str, *, reporter: Reporter | None = None
+) -> Path:
+    """Write the tidy metrics table (epoch,split,metric,class,value) as CSV; returns the path."""
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        load_metrics(run, reporter=reporter).to_csv(target, index=False)
+    except OSError as error:
+        raise CLAnalyzeError(f"cannot write {target} ({error}): pick a writable path") from error
+    return target
