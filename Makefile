@@ -10,7 +10,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 # The demo: mnist-5k (4,000 train / 1,000 test real digits, offline), tuned to finish in
 # minutes on a 2-core CPU; see the README's "make demo" section for the reasoning and results.
 DEMO_TRAIN := --dataset mnist-5k --epochs 12 --lr 0.01 --batch-size 64 --precision bf16 \
-	--center-weight 0.1 --quiet --overwrite
+	--quiet --overwrite
 
 .PHONY: demo test test-all lint bench clean
 
@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/cl-analyze train --loss softmax $(DEMO_TRAIN) --out artifacts/demo-softmax
-	$(BIN)/cl-analyze train --loss center $(DEMO_TRAIN) --out artifacts/demo-center
+	$(BIN)/cl-analyze train --loss center --center-weight 0.1 $(DEMO_TRAIN) --out artifacts/demo-center
 	$(BIN)/cl-analyze report artifacts/demo-softmax artifacts/demo-center --out reports/demo
 
 test: $(STAMP)

@@ -8,6 +8,8 @@ an unchanged one is never recomputed. The cache is only written when no trainer 
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -77,16 +79,19 @@ def _read_cache(path: Path) -> dict[int, Rows]:
 def _write_cache(path: Path, computed: dict[int, Rows], *, drop_old: bool) -> bool:
     """Add epochs to the cache; False (nothing written) when the file cannot be opened for writing.
 
-    Each epoch's group is built under a temporary name and renamed when complete, and the file
-    is flushed, so a kill leaves at worst an ignored ``.partial``
-    group; no other dataset is touched.
+    HDF5 has no journal: a process killed while it rewrites metadata can leave the whole file
+    unreadable. So the cache is written into a copy that then replaces the store atomically; the
+    epochs in the store are never at risk, whatever happens to this process.
     """
     if writer_alive(path.parent):
         return False
+    temporary = path.with_name(path.name + ".metrics-tmp")
     try:
-        handle = h5py.File(path, "r+")
+        shutil.copyfile(path, temporary)
+        handle = h5py.File(temporary, "r+")
     except OSError:
-        # Read-only file, or a crashed SWMR writer's flag that HDF5 refuses to open for writing.
+        # Read-only folder, or a crashed SWMR writer's flag that HDF5 refuses to open for writing.
+        temporary.unlink(missing_ok=True)
         return False
     with handle:
         if drop_old and METRICS_GROUP in handle:
@@ -107,7 +112,10 @@ def _write_cache(path: Path, computed: dict[int, Rows], *, drop_old: bool) -> bo
             entry.create_dataset("value", data=np.array([row[4] for row in rows], dtype="f8"))
             handle.flush()
             group.move(partial, final)
-            handle.flush()
+    if writer_alive(path.parent):  # a trainer resumed meanwhile: its rows win, the cache waits
+        temporary.unlink()
+        return False
+    os.replace(temporary, path)
     return True
 
 

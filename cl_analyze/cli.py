@@ -27,76 +27,106 @@ def _root() -> None:
     """Study how a loss shapes learned features: softmax vs center loss on LeNet++."""
 
 
-def _given(**options: Any) -> dict[str, Any]:
-    """The options the user actually passed (None means 'not given')."""
-    return {name: value for name, value in options.items() if value is not None}
+def _train_options(values: dict[str, Any]) -> dict[str, Any]:
+    """The train options the user actually passed, from a command's ``locals()``."""
+    from dataclasses import fields
+
+    from cl_analyze.config import TrainConfig
+
+    names = {field.name for field in fields(TrainConfig)}
+    return {name: value for name, value in values.items() if name in names and value is not None}
+
+
+# Train options, shared by `train` and `sweep`. None means "not given": a resume keeps the
+# stored value and a sweep keeps the config default, so neither mistakes a default for a choice.
+LossOption = Annotated[str | None, typer.Option(help="softmax or center [default: center]")]
+DatasetOption = Annotated[
+    str | None, typer.Option(help="mnist-5k, mnist or fashion-mnist [default: mnist]")
+]
+DataDirOption = Annotated[
+    str | None, typer.Option(help="folder with the IDX files [default: data]")
+]
+DownloadOption = Annotated[
+    bool | None,
+    typer.Option("--download/--no-download", help="download missing files [default: on]"),
+]
+LimitTrainOption = Annotated[
+    int | None, typer.Option(help="stratified train subset size [default: all]")
+]
+LimitTestOption = Annotated[
+    int | None, typer.Option(help="stratified test subset size [default: all]")
+]
+FeatDimOption = Annotated[int | None, typer.Option(help="feature dimension [default: 2]")]
+EpochsOption = Annotated[int | None, typer.Option(help="epochs [default: 100]")]
+BatchSizeOption = Annotated[int | None, typer.Option(help="batch size [default: 128]")]
+LrOption = Annotated[float | None, typer.Option(help="model SGD lr [default: 0.001]")]
+MomentumOption = Annotated[float | None, typer.Option(help="model momentum [default: 0.9]")]
+WeightDecayOption = Annotated[float | None, typer.Option(help="model weight decay [default: 5e-4]")]
+StepSizeOption = Annotated[int | None, typer.Option(help="StepLR step [default: 20]")]
+GammaOption = Annotated[float | None, typer.Option(help="StepLR gamma [default: 0.5]")]
+CenterWeightOption = Annotated[
+    float | None, typer.Option(help="lambda, the center-loss weight [default: 1]")
+]
+CenterLrOption = Annotated[
+    float | None, typer.Option(help="centers' SGD lr (update sgd) [default: 0.5]")
+]
+CenterUpdateOption = Annotated[
+    str | None, typer.Option(help="sgd (reference) or paper (Wen et al.) [default: sgd]")
+]
+AlphaOption = Annotated[
+    float | None, typer.Option(help="paper update's center rate [default: 0.5]")
+]
+SeedOption = Annotated[int | None, typer.Option(help="random seed [default: 1]")]
+DeviceOption = Annotated[str | None, typer.Option(help="auto, cpu, cuda or cuda:N [default: auto]")]
+DeterministicOption = Annotated[
+    bool | None,
+    typer.Option(
+        "--deterministic/--no-deterministic",
+        help="bit-identical reruns on CPU [default: off]",
+    ),
+]
+PrecisionOption = Annotated[
+    str | None, typer.Option(help="fp32 or bf16 (autocast) [default: fp32]")
+]
+EmbedOption = Annotated[
+    bool | None,
+    typer.Option("--embed/--no-embed", help="store every epoch's embeddings [default: on]"),
+]
+EvalBatchSizeOption = Annotated[
+    int | None, typer.Option(help="batch size of the embedding pass [default: 1024]")
+]
+KeepCheckpointsOption = Annotated[
+    str | None, typer.Option(help="last (last + best) or all [default: last]")
+]
 
 
 @app.command()
 def train(
-    loss: Annotated[str | None, typer.Option(help="softmax or center [default: center]")] = None,
-    dataset: Annotated[
-        str | None, typer.Option(help="mnist-5k, mnist or fashion-mnist [default: mnist]")
-    ] = None,
-    data_dir: Annotated[
-        str | None, typer.Option(help="folder with the IDX files [default: data]")
-    ] = None,
-    download: Annotated[
-        bool | None,
-        typer.Option("--download/--no-download", help="download missing files [default: on]"),
-    ] = None,
-    limit_train: Annotated[
-        int | None, typer.Option(help="stratified train subset size [default: all]")
-    ] = None,
-    limit_test: Annotated[
-        int | None, typer.Option(help="stratified test subset size [default: all]")
-    ] = None,
-    feat_dim: Annotated[int | None, typer.Option(help="feature dimension [default: 2]")] = None,
-    epochs: Annotated[int | None, typer.Option(help="epochs [default: 100]")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="batch size [default: 128]")] = None,
-    lr: Annotated[float | None, typer.Option(help="model SGD lr [default: 0.001]")] = None,
-    momentum: Annotated[float | None, typer.Option(help="model momentum [default: 0.9]")] = None,
-    weight_decay: Annotated[
-        float | None, typer.Option(help="model weight decay [default: 5e-4]")
-    ] = None,
-    step_size: Annotated[int | None, typer.Option(help="StepLR step [default: 20]")] = None,
-    gamma: Annotated[float | None, typer.Option(help="StepLR gamma [default: 0.5]")] = None,
-    center_weight: Annotated[
-        float | None, typer.Option(help="lambda, the center-loss weight [default: 1]")
-    ] = None,
-    center_lr: Annotated[
-        float | None, typer.Option(help="centers' SGD lr (update sgd) [default: 0.5]")
-    ] = None,
-    center_update: Annotated[
-        str | None, typer.Option(help="sgd (reference) or paper (Wen et al.) [default: sgd]")
-    ] = None,
-    alpha: Annotated[
-        float | None, typer.Option(help="paper update's center rate [default: 0.5]")
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="random seed [default: 1]")] = None,
-    device: Annotated[
-        str | None, typer.Option(help="auto, cpu, cuda or cuda:N [default: auto]")
-    ] = None,
-    deterministic: Annotated[
-        bool | None,
-        typer.Option(
-            "--deterministic/--no-deterministic",
-            help="bit-identical reruns on CPU [default: off]",
-        ),
-    ] = None,
-    precision: Annotated[
-        str | None, typer.Option(help="fp32 or bf16 (autocast) [default: fp32]")
-    ] = None,
-    embed: Annotated[
-        bool | None,
-        typer.Option("--embed/--no-embed", help="store every epoch's embeddings [default: on]"),
-    ] = None,
-    eval_batch_size: Annotated[
-        int | None, typer.Option(help="batch size of the embedding pass [default: 1024]")
-    ] = None,
-    keep_checkpoints: Annotated[
-        str | None, typer.Option(help="last (last + best) or all [default: last]")
-    ] = None,
+    loss: LossOption = None,
+    dataset: DatasetOption = None,
+    data_dir: DataDirOption = None,
+    download: DownloadOption = None,
+    limit_train: LimitTrainOption = None,
+    limit_test: LimitTestOption = None,
+    feat_dim: FeatDimOption = None,
+    epochs: EpochsOption = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    momentum: MomentumOption = None,
+    weight_decay: WeightDecayOption = None,
+    step_size: StepSizeOption = None,
+    gamma: GammaOption = None,
+    center_weight: CenterWeightOption = None,
+    center_lr: CenterLrOption = None,
+    center_update: CenterUpdateOption = None,
+    alpha: AlphaOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = None,
+    precision: PrecisionOption = None,
+    embed: EmbedOption = None,
+    eval_batch_size: EvalBatchSizeOption = None,
+    keep_checkpoints: KeepCheckpointsOption = None,
     out: Annotated[
         Path | None, typer.Option(help="run folder [default: next artifacts/runN]")
     ] = None,
@@ -109,33 +139,7 @@ def train(
     from cl_analyze.progress import Reporter
     from cl_analyze.train import fit, next_run_dir, stored_config
 
-    given = _given(
-        loss=loss,
-        dataset=dataset,
-        data_dir=data_dir,
-        download=download,
-        limit_train=limit_train,
-        limit_test=limit_test,
-        feat_dim=feat_dim,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        step_size=step_size,
-        gamma=gamma,
-        center_weight=center_weight,
-        center_lr=center_lr,
-        center_update=center_update,
-        alpha=alpha,
-        seed=seed,
-        device=device,
-        deterministic=deterministic,
-        precision=precision,
-        embed=embed,
-        eval_batch_size=eval_batch_size,
-        keep_checkpoints=keep_checkpoints,
-    )
+    given = _train_options(locals())
     if resume is not None:
         if out is not None and out.resolve() != resume.resolve():
             raise CLAnalyzeError("--resume already names the run folder: drop --out")
@@ -346,66 +350,36 @@ def sweep(
     ] = None,
     resume: Annotated[Path | None, typer.Option(help="continue the sweep in this folder")] = None,
     quiet: Annotated[bool, typer.Option(help="plain log lines, no live table")] = False,
-    loss: Annotated[str | None, typer.Option(help="softmax or center")] = None,
-    dataset: Annotated[str | None, typer.Option(help="mnist-5k, mnist or fashion-mnist")] = None,
-    data_dir: Annotated[str | None, typer.Option(help="folder with the IDX files")] = None,
-    download: Annotated[bool | None, typer.Option("--download/--no-download")] = None,
-    limit_train: Annotated[int | None, typer.Option(help="stratified train subset")] = None,
-    limit_test: Annotated[int | None, typer.Option(help="stratified test subset")] = None,
-    feat_dim: Annotated[int | None, typer.Option()] = None,
-    epochs: Annotated[int | None, typer.Option()] = None,
-    batch_size: Annotated[int | None, typer.Option()] = None,
-    lr: Annotated[float | None, typer.Option()] = None,
-    momentum: Annotated[float | None, typer.Option()] = None,
-    weight_decay: Annotated[float | None, typer.Option()] = None,
-    step_size: Annotated[int | None, typer.Option()] = None,
-    gamma: Annotated[float | None, typer.Option()] = None,
-    center_weight: Annotated[float | None, typer.Option()] = None,
-    center_lr: Annotated[float | None, typer.Option()] = None,
-    center_update: Annotated[str | None, typer.Option()] = None,
-    alpha: Annotated[float | None, typer.Option()] = None,
-    seed: Annotated[int | None, typer.Option()] = None,
-    device: Annotated[
-        str | None, typer.Option(help="force one device (default: a GPU per run, else CPU)")
-    ] = None,
-    deterministic: Annotated[
-        bool | None, typer.Option("--deterministic/--no-deterministic")
-    ] = None,
-    precision: Annotated[str | None, typer.Option()] = None,
-    embed: Annotated[bool | None, typer.Option("--embed/--no-embed")] = None,
-    eval_batch_size: Annotated[int | None, typer.Option()] = None,
-    keep_checkpoints: Annotated[str | None, typer.Option()] = None,
+    loss: LossOption = None,
+    dataset: DatasetOption = None,
+    data_dir: DataDirOption = None,
+    download: DownloadOption = None,
+    limit_train: LimitTrainOption = None,
+    limit_test: LimitTestOption = None,
+    feat_dim: FeatDimOption = None,
+    epochs: EpochsOption = None,
+    batch_size: BatchSizeOption = None,
+    lr: LrOption = None,
+    momentum: MomentumOption = None,
+    weight_decay: WeightDecayOption = None,
+    step_size: StepSizeOption = None,
+    gamma: GammaOption = None,
+    center_weight: CenterWeightOption = None,
+    center_lr: CenterLrOption = None,
+    center_update: CenterUpdateOption = None,
+    alpha: AlphaOption = None,
+    seed: SeedOption = None,
+    device: DeviceOption = None,
+    deterministic: DeterministicOption = None,
+    precision: PrecisionOption = None,
+    embed: EmbedOption = None,
+    eval_batch_size: EvalBatchSizeOption = None,
+    keep_checkpoints: KeepCheckpointsOption = None,
 ) -> None:
     """Train one run per combination of --grid values (train options as in `cl-analyze train`)."""
     from cl_analyze.sweep import run_sweep, sweep_spec
 
-    fixed = _given(
-        loss=loss,
-        dataset=dataset,
-        data_dir=data_dir,
-        download=download,
-        limit_train=limit_train,
-        limit_test=limit_test,
-        feat_dim=feat_dim,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        momentum=momentum,
-        weight_decay=weight_decay,
-        step_size=step_size,
-        gamma=gamma,
-        center_weight=center_weight,
-        center_lr=center_lr,
-        center_update=center_update,
-        alpha=alpha,
-        seed=seed,
-        device=device,
-        deterministic=deterministic,
-        precision=precision,
-        embed=embed,
-        eval_batch_size=eval_batch_size,
-        keep_checkpoints=keep_checkpoints,
-    )
+    fixed = _train_options(locals())
     spec = sweep_spec(
         grid or [],
         grid_file,

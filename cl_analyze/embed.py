@@ -10,6 +10,8 @@ Two modes:
 from __future__ import annotations
 
 import math
+import os
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -339,7 +341,11 @@ def embed_all_checkpoints(config: EmbedConfig, reporter: Reporter) -> Path:
                 " trained on: pass the --data-dir it was trained with"
             )
     _clear_for_write(path)
-    with h5py.File(path, "r+") as handle:
+    # HDF5 has no journal: a kill while metadata is rewritten can ruin the file. Work on a copy
+    # and swap it in atomically, so the trained epochs are never at risk.
+    working = path.with_name(path.name + ".embed-tmp")
+    shutil.copyfile(path, working)
+    with h5py.File(working, "r+") as handle:
         for split in missing:
             group = handle[split]
             name = "features" + PARTIAL_SUFFIX
@@ -381,7 +387,7 @@ def embed_all_checkpoints(config: EmbedConfig, reporter: Reporter) -> Path:
         # Cached metrics were computed without these splits.
         if "metrics" in handle:
             del handle["metrics"]
-        handle.flush()
+    os.replace(working, path)
     reporter.log(f"embedded {', '.join(missing)} for {len(epochs)} epochs into {path}")
     return path
 

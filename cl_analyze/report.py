@@ -657,7 +657,7 @@ def _accuracy_section(build: ReportBuild) -> None:
     style = figure_style(build.options.style)
     colors = run_colors(len(runs))
     with style.context():
-        figure = accuracy_figure(runs, colors, style.width, build.options.threshold)
+        figure = peak_decline_figure(runs, colors, style.width, build.options.threshold)
         path, relative = build.figure_path("accuracy.png")
         figure.savefig(path, dpi=style.png_dpi)
         _close(figure)
@@ -671,7 +671,7 @@ def _accuracy_section(build: ReportBuild) -> None:
     )
 
 
-def accuracy_figure(
+def peak_decline_figure(
     runs: Sequence[RunData], colors: np.ndarray, width: float, threshold: float
 ) -> Any:
     """Test accuracy curves with each run's peak starred and its decline window shaded."""
