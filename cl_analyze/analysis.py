@@ -21,7 +21,7 @@ import torch
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.metrics import class_mean_distances, split_metrics
 from cl_analyze.progress import Reporter
-from cl_analyze.store import RunStore, store_path, writer_alive
+from cl_analyze.store import RunStore, run_lock, store_path
 
 __all__ = [
     "COLUMNS",
@@ -63,8 +63,8 @@ def _read_cache(path: Path) -> dict[int, Rows]:
         if int(group.attrs.get("metrics_version", -1)) != METRICS_VERSION:
             return {}
         cached: dict[int, Rows] = {}
-        for name, item in group.items():
-            if name.endswith(".partial") or not isinstance(item, h5py.Group):
+        for item in group.values():
+            if not isinstance(item, h5py.Group):
                 continue
             epoch = int(item.attrs["epoch"])
             columns = [item[c].asstr()[()] for c in ("split", "metric", "class")]
@@ -77,14 +77,21 @@ def _read_cache(path: Path) -> dict[int, Rows]:
 
 
 def _write_cache(path: Path, computed: dict[int, Rows], *, drop_old: bool) -> bool:
-    """Add epochs to the cache; False (nothing written) when the file cannot be opened for writing.
+    """Add epochs to the cache; False (nothing written) when another process writes the run or
+    the file cannot be opened for writing.
 
     HDF5 has no journal: a process killed while it rewrites metadata can leave the whole file
-    unreadable. So the cache is written into a copy that then replaces the store atomically; the
-    epochs in the store are never at risk, whatever happens to this process.
+    unreadable. So the cache is written into a copy that then replaces the store atomically, under
+    the run's lock (no trainer or embed can write meanwhile): the store's epochs are never at risk.
     """
-    if writer_alive(path.parent):
-        return False
+    try:
+        with run_lock(path.parent, "metrics"):
+            return _replace_with_cache(path, computed, drop_old=drop_old)
+    except CLAnalyzeError:
+        return False  # the run is being written: the values are returned, cached another time
+
+
+def _replace_with_cache(path: Path, computed: dict[int, Rows], *, drop_old: bool) -> bool:
     temporary = path.with_name(path.name + ".metrics-tmp")
     try:
         shutil.copyfile(path, temporary)
@@ -93,29 +100,27 @@ def _write_cache(path: Path, computed: dict[int, Rows], *, drop_old: bool) -> bo
         # Read-only folder, or a crashed SWMR writer's flag that HDF5 refuses to open for writing.
         temporary.unlink(missing_ok=True)
         return False
-    with handle:
-        if drop_old and METRICS_GROUP in handle:
-            del handle[METRICS_GROUP]
-        group = handle.require_group(METRICS_GROUP)
-        group.attrs["metrics_version"] = METRICS_VERSION
-        strings = h5py.string_dtype()
-        for epoch, rows in computed.items():
-            final = _epoch_group_name(epoch)
-            partial = final + ".partial"
-            for stale in (final, partial):
-                if stale in group:
-                    del group[stale]
-            entry = group.create_group(partial)
-            entry.attrs["epoch"] = epoch
-            for index, column in ((1, "split"), (2, "metric"), (3, "class")):
-                entry.create_dataset(column, data=[row[index] for row in rows], dtype=strings)
-            entry.create_dataset("value", data=np.array([row[4] for row in rows], dtype="f8"))
-            handle.flush()
-            group.move(partial, final)
-    if writer_alive(path.parent):  # a trainer resumed meanwhile: its rows win, the cache waits
-        temporary.unlink()
-        return False
-    os.replace(temporary, path)
+    try:
+        with handle:
+            if drop_old and METRICS_GROUP in handle:
+                del handle[METRICS_GROUP]
+            group = handle.require_group(METRICS_GROUP)
+            group.attrs["metrics_version"] = METRICS_VERSION
+            strings = h5py.string_dtype()
+            for epoch, rows in computed.items():
+                name = _epoch_group_name(epoch)
+                if name in group:
+                    del group[name]
+                entry = group.create_group(name)
+                entry.attrs["epoch"] = epoch
+                for index, column in ((1, "split"), (2, "metric"), (3, "class")):
+                    entry.create_dataset(column, data=[row[index] for row in rows], dtype=strings)
+                values = np.array([row[4] for row in rows], dtype="f8")
+                entry.create_dataset("value", data=values)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return True
 
 

@@ -288,10 +288,16 @@ def write_animation(
                 sink.add(frame)
             if reporter is not None:
                 reporter.advance()
-    finally:
+    except BaseException:
+        # An interrupted animation must not be left looking complete.
         for sink in sinks:
             sink.close()
+            sink.path.unlink(missing_ok=True)
+        raise
+    finally:
         renderer.close()
+    for sink in sinks:
+        sink.close()
     if reporter is not None:
         for sink in sinks:
             reporter.log(f"wrote {sink.path} ({len(epochs)} frames)")

@@ -161,7 +161,8 @@ def train(
             config, run_dir, resume=resume is not None, overwrite=overwrite, reporter=reporter
         )
     except CLAnalyzeError:
-        _remove_if_empty(run_dir)
+        if out is None and resume is None:  # the runN folder claimed above, still empty
+            _remove_if_empty(run_dir)
         raise
     except KeyboardInterrupt:
         err_console.print(

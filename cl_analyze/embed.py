@@ -33,8 +33,8 @@ from cl_analyze.store import (
     RunWriter,
     create_epoch_datasets,
     hardware_description,
+    run_lock,
     store_path,
-    writer_alive,
 )
 from cl_analyze.train import HISTORY_NAMES, Evaluation, evaluate, resolve_device
 
@@ -61,6 +61,27 @@ class EmbedConfig:
     batch_size: int = 1024
     all_checkpoints: bool = False
 
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise CLAnalyzeError(f"--batch-size must be > 0, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise CLAnalyzeError(f"--limit must be >= 1, got {self.limit}: or leave it out")
+        if self.split not in ("train", "test"):
+            raise CLAnalyzeError(f"unknown split {self.split!r}: use train or test")
+        if self.all_checkpoints:
+            ignored = {
+                "--dataset": self.dataset,
+                "--images": self.images,
+                "--limit": self.limit,
+                "--out": self.out,
+            }
+            given = [flag for flag, value in ignored.items() if value is not None]
+            if given:
+                raise CLAnalyzeError(
+                    f"--all-checkpoints rebuilds the run's own splits in its run.h5:"
+                    f" drop {', '.join(given)}"
+                )
+
 
 @dataclass(frozen=True)
 class Images:
@@ -80,8 +101,6 @@ def embed(config: EmbedConfig, reporter: Reporter | None = None) -> Path:
         raise CLAnalyzeError(
             f"no run folder at {config.run}: pass a folder written by `cl-analyze train`"
         )
-    if config.split not in ("train", "test"):
-        raise CLAnalyzeError(f"unknown split {config.split!r}: use train or test")
     with reporter:
         if config.all_checkpoints:
             return embed_all_checkpoints(config, reporter)
@@ -308,10 +327,13 @@ def _slug(name: str) -> str:
 
 def embed_all_checkpoints(config: EmbedConfig, reporter: Reporter) -> Path:
     """Fill every split that lacks per-epoch features, row by row, from epoch checkpoints."""
+    with run_lock(config.run, "embed"):
+        return _embed_all_checkpoints_locked(config, reporter)
+
+
+def _embed_all_checkpoints_locked(config: EmbedConfig, reporter: Reporter) -> Path:
     run = config.run
     path = run / STORE_NAME
-    if writer_alive(run):
-        raise CLAnalyzeError(f"{run} is being trained right now: wait until training ends")
     with RunStore(path) as store:
         epochs = [int(e) for e in store.epochs.tolist()]
         missing = [s for s in store.splits if not store.has_features(s)]
@@ -345,49 +367,53 @@ def embed_all_checkpoints(config: EmbedConfig, reporter: Reporter) -> Path:
     # and swap it in atomically, so the trained epochs are never at risk.
     working = path.with_name(path.name + ".embed-tmp")
     shutil.copyfile(path, working)
-    with h5py.File(working, "r+") as handle:
-        for split in missing:
-            group = handle[split]
-            name = "features" + PARTIAL_SUFFIX
-            for stale in (name, "predictions" + PARTIAL_SUFFIX):
-                if stale in group:
-                    del group[stale]
-            n = len(stored[split][0])
-            create_epoch_datasets(group, n, feat_dim, rows=len(epochs))
-            # Fill under temporary names: a kill leaves no half-filled `features`.
-            group.move("features", "features" + PARTIAL_SUFFIX)
-            group.move("predictions", "predictions" + PARTIAL_SUFFIX)
-        for row, (epoch, checkpoint) in enumerate(zip(epochs, checkpoints, strict=True)):
-            _, model, precision = _load_model(checkpoint, device)
+    try:
+        with h5py.File(working, "r+") as handle:
             for split in missing:
-                images = Images(
-                    dataset.name,
-                    dataset.split(split),
-                    dataset.class_names,
-                    dataset.mean,
-                    dataset.std,
-                )
-                evaluation = embed_split(
-                    model,
-                    images,
-                    batch_size=config.batch_size,
-                    precision=precision,
-                    reporter=reporter,
-                    description=f"embed {split} epoch {epoch} ({row + 1}/{len(epochs)})",
-                )
                 group = handle[split]
-                group["features" + PARTIAL_SUFFIX][row] = evaluation.features
-                group["predictions" + PARTIAL_SUFFIX][row] = evaluation.predictions
-                if split == "train" and "train_accuracy_eval" in handle["history"]:
-                    handle["history/train_accuracy_eval"][row] = evaluation.accuracy
-            handle.flush()
-        for split in missing:
-            handle[split].move("features" + PARTIAL_SUFFIX, "features")
-            handle[split].move("predictions" + PARTIAL_SUFFIX, "predictions")
-        # Cached metrics were computed without these splits.
-        if "metrics" in handle:
-            del handle["metrics"]
-    os.replace(working, path)
+                name = "features" + PARTIAL_SUFFIX
+                for stale in (name, "predictions" + PARTIAL_SUFFIX):
+                    if stale in group:
+                        del group[stale]
+                n = len(stored[split][0])
+                create_epoch_datasets(group, n, feat_dim, rows=len(epochs))
+                # Fill under temporary names: a kill leaves no half-filled `features`.
+                group.move("features", "features" + PARTIAL_SUFFIX)
+                group.move("predictions", "predictions" + PARTIAL_SUFFIX)
+            for row, (epoch, checkpoint) in enumerate(zip(epochs, checkpoints, strict=True)):
+                _, model, precision = _load_model(checkpoint, device)
+                for split in missing:
+                    images = Images(
+                        dataset.name,
+                        dataset.split(split),
+                        dataset.class_names,
+                        dataset.mean,
+                        dataset.std,
+                    )
+                    evaluation = embed_split(
+                        model,
+                        images,
+                        batch_size=config.batch_size,
+                        precision=precision,
+                        reporter=reporter,
+                        description=f"embed {split} epoch {epoch} ({row + 1}/{len(epochs)})",
+                    )
+                    group = handle[split]
+                    group["features" + PARTIAL_SUFFIX][row] = evaluation.features
+                    group["predictions" + PARTIAL_SUFFIX][row] = evaluation.predictions
+                    if split == "train" and "train_accuracy_eval" in handle["history"]:
+                        handle["history/train_accuracy_eval"][row] = evaluation.accuracy
+                handle.flush()
+            for split in missing:
+                handle[split].move("features" + PARTIAL_SUFFIX, "features")
+                handle[split].move("predictions" + PARTIAL_SUFFIX, "predictions")
+            # Cached metrics were computed without these splits.
+            if "metrics" in handle:
+                del handle["metrics"]
+        os.replace(working, path)
+    except BaseException:
+        working.unlink(missing_ok=True)
+        raise
     reporter.log(f"embedded {', '.join(missing)} for {len(epochs)} epochs into {path}")
     return path
 

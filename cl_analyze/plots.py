@@ -34,6 +34,7 @@ from cl_analyze.figures import (
     run_colors,
     save_figure,
 )
+from cl_analyze.metrics import class_mean_distances
 from cl_analyze.progress import Reporter
 from cl_analyze.store import SPLITS, RunStore, writer_alive
 
@@ -76,6 +77,15 @@ class PlotOptions:
     allow_mixed: bool = False
     metrics: bool = True
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        # Checked up front: failing after minutes of metrics and figures would waste them.
+        if self.max_points is not None and self.max_points < 1:
+            raise CLAnalyzeError(f"--max-points must be >= 1, got {self.max_points}")
+        if not self.fps > 0:
+            raise CLAnalyzeError(f"--fps must be > 0, got {self.fps}")
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise CLAnalyzeError(f"--out {self.out} is a file: pass a folder for the figures")
 
 
 @dataclass(frozen=True)
@@ -207,23 +217,6 @@ def stratified_sample(labels: np.ndarray, limit: int | None, seed: int = 0) -> n
         for label, count in zip(classes, take, strict=True)
     ]
     return rng.permutation(np.concatenate(chosen))
-
-
-def class_mean_distances(features: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    """(C, C) Euclidean distances between class means (NaN for a class with no sample)."""
-    try:  # the metrics module's version when it exists, so figures and tables agree
-        from cl_analyze.metrics import class_mean_distances as shared
-
-        return np.asarray(shared(features, labels, num_classes), dtype=np.float64)
-    except ImportError:
-        pass
-    features = np.asarray(features, dtype=np.float64)
-    counts = np.bincount(labels, minlength=num_classes).astype(np.float64)
-    sums = np.zeros((num_classes, features.shape[1]))
-    np.add.at(sums, labels, features)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means = sums / counts[:, None]
-    return np.sqrt(((means[:, None, :] - means[None, :, :]) ** 2).sum(axis=-1))
 
 
 @dataclass(frozen=True)
@@ -836,11 +829,8 @@ def run_names(runs: Sequence[Path]) -> list[str]:
 
 
 def _load_metrics(run: Path, reporter: Reporter) -> pd.DataFrame | None:
-    try:
-        from cl_analyze.analysis import load_metrics
-    except ImportError:
-        reporter.log("metrics unavailable (cl_analyze.analysis missing): plotting without them")
-        return None
+    from cl_analyze.analysis import load_metrics
+
     try:
         return load_metrics(run, reporter=reporter)
     except CLAnalyzeError as error:

@@ -67,6 +67,18 @@ class ReportOptions:
     max_points: int = 2000  # per scatter panel / animation frame
     style: str = "slides"
 
+    def __post_init__(self) -> None:
+        if self.last_k < 1:
+            raise CLAnalyzeError(f"--last-k must be >= 1, got {self.last_k}")
+        if not 0 < self.threshold <= 1:
+            raise CLAnalyzeError(
+                f"--threshold must be an accuracy in (0, 100]%, got {self.threshold}"
+            )
+        if self.max_points < 1:
+            raise CLAnalyzeError(f"--max-points must be >= 1, got {self.max_points}")
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise CLAnalyzeError(f"--out {self.out} is a file: pass a folder for the report")
+
 
 # --- the document model ------------------------------------------------------------------------
 
@@ -335,10 +347,8 @@ def _load_metrics(
 ) -> tuple[pd.DataFrame, str | None]:
     """The tidy metrics of a run and, when they are unavailable, why (the report goes on)."""
     empty = pd.DataFrame(columns=["epoch", "split", "metric", "class", "value"])
-    try:
-        from cl_analyze.analysis import load_metrics
-    except ImportError:
-        return empty, "cl_analyze.analysis is missing"
+    from cl_analyze.analysis import load_metrics
+
     try:
         frame = load_metrics(run_dir, reporter=reporter)
     except CLAnalyzeError as error:
@@ -747,11 +757,7 @@ def _close(figure: Any) -> None:
 
 def _figure_sections(build: ReportBuild) -> None:
     """Scatter grid, animation, metric curves and centers, drawn by cl_analyze.plots/animate."""
-    try:
-        from cl_analyze import plots
-    except ImportError:
-        build.omitted.append("Scatter, metric and center figures: cl_analyze.plots is missing.")
-        return
+    from cl_analyze import plots
     from cl_analyze.figures import figure_style, save_figure
 
     options = build.options
@@ -880,7 +886,12 @@ def scatter_stages(
     candidates: list[tuple[str, list[int]]] = [("start", [0 for _ in runs])]
     if any(run.result.epoch_reaching_threshold is not None for run in runs):
         rows = [
-            _row_of(run, run.result.epoch_reaching_threshold or run.result.peak_epoch)
+            _row_of(
+                run,
+                run.result.peak_epoch
+                if run.result.epoch_reaching_threshold is None
+                else run.result.epoch_reaching_threshold,
+            )
             for run in runs
         ]
         candidates.append((f"first at {threshold}", rows))

@@ -68,7 +68,6 @@ class RunWriter:
     def __init__(self, path: Path, handle: h5py.File) -> None:
         self.path = path
         self._file = handle
-        self._lock = path.with_name(LOCK_NAME) if path.name == STORE_NAME else None
 
     @classmethod
     def create(
@@ -151,8 +150,6 @@ class RunWriter:
         return writer
 
     def _start(self) -> None:
-        if self._lock is not None:
-            self._lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")
         self._file.swmr_mode = True
 
     @property
@@ -184,14 +181,14 @@ class RunWriter:
             dataset.resize(row + 1, axis=0)
             dataset[row] = value
             dataset.flush()
-        handle.attrs["epochs_complete"] = row + 1
+        # modify() writes in place; plain assignment deletes and recreates the attribute, which
+        # a kill between the two would leave missing.
+        handle.attrs.modify("epochs_complete", row + 1)
         handle.flush()
 
     def close(self) -> None:
         if self._file.id.valid:
             self._file.close()
-        if self._lock is not None:
-            self._lock.unlink(missing_ok=True)
 
     def __enter__(self) -> RunWriter:
         return self
@@ -220,6 +217,8 @@ def _rebuild(path: Path, keep_rows: int) -> None:
         rows = min(keep_rows, int(source.attrs.get("epochs_complete", 0)))
 
         def copy(name: str, item: h5py.Dataset | h5py.Group) -> None:
+            if name.split("/")[0] == "metrics":
+                return  # a cache keyed by epoch: rows dropped here would leave stale values
             if isinstance(item, h5py.Group):
                 target.require_group(name)
                 for key, value in item.attrs.items():
@@ -401,18 +400,58 @@ class RunStore:
         self.close()
 
 
-def writer_alive(run_dir: Path) -> bool:
+def lock_holder(run_dir: Path) -> tuple[int, str] | None:
+    """(pid, role) of the live process holding the run folder's lock, or None."""
     lock = Path(run_dir) / LOCK_NAME
     try:
-        pid_text, host = lock.read_text().split()
+        pid_text, host, *rest = lock.read_text().split()
+        pid = int(pid_text)
     except (OSError, ValueError):
-        return False
+        return None
+    role = rest[0] if rest else "train"
     if host != socket.gethostname():
-        return True  # cannot check another machine's process: assume it lives
+        return pid, role  # cannot check another machine's process: assume it lives
     try:
-        os.kill(int(pid_text), 0)
+        os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return None
     except PermissionError:
-        return True
-    return True
+        pass
+    return pid, role
+
+
+def writer_alive(run_dir: Path) -> bool:
+    """True while a trainer writes the run (a crashed one does not count)."""
+    holder = lock_holder(run_dir)
+    return holder is not None and holder[1] == "train"
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, role: str) -> Iterator[None]:
+    """Hold the run folder's lock: one writer (train, metrics, embed) at a time.
+
+    Created with O_EXCL, so two processes can never both believe they hold it; a lock left by a
+    dead process is taken over.
+    """
+    lock = Path(run_dir) / LOCK_NAME
+    for _ in range(3):
+        try:
+            descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            holder = lock_holder(run_dir)
+            if holder is not None:
+                raise CLAnalyzeError(
+                    f"{run_dir} is being written by another process ({holder[1]}, pid"
+                    f" {holder[0]}): wait for it to finish"
+                ) from None
+            lock.unlink(missing_ok=True)
+            continue
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(f"{os.getpid()} {socket.gethostname()} {role}\n")
+        break
+    else:
+        raise CLAnalyzeError(f"cannot lock {lock}: remove it if no process uses {run_dir}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)

@@ -172,7 +172,10 @@ def parse_grid_item(item: str) -> tuple[str, tuple[Any, ...]]:
 
 def read_grid_file(path: Path) -> tuple[list[tuple[str, tuple[Any, ...]]], dict[str, Any]]:
     """A TOML file with a ``[grid]`` table of lists and an optional ``[fixed]`` table."""
-    import tomllib
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # the same parser, from PyPI, before it joined the standard library
+        import tomli as tomllib
 
     try:
         document = tomllib.loads(path.read_text())
@@ -194,7 +197,9 @@ def read_grid_file(path: Path) -> tuple[list[tuple[str, tuple[Any, ...]]], dict[
         if not values:
             raise CLAnalyzeError(f"--grid-file {path}: {option} is an empty list: give values")
         grid.append((name, tuple(convert_value(name, v) for v in values)))
-    fixed = {field_name(k): v for k, v in dict(document.get("fixed", {})).items()}
+    if not isinstance(document.get("fixed", {}), dict):
+        raise CLAnalyzeError(f"--grid-file {path}: [fixed] must be a table of option = value")
+    fixed = {field_name(k): v for k, v in document.get("fixed", {}).items()}
     return grid, {k: convert_value(k, v) for k, v in fixed.items()}
 
 

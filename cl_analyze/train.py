@@ -29,7 +29,14 @@ from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.losses import CenterLoss
 from cl_analyze.models import LeNetPlusPlus
 from cl_analyze.progress import Reporter
-from cl_analyze.store import STORE_NAME, RunStore, RunWriter, hardware_description, writer_alive
+from cl_analyze.store import (
+    LOCK_NAME,
+    STORE_NAME,
+    RunStore,
+    RunWriter,
+    hardware_description,
+    run_lock,
+)
 
 HISTORY_NAMES = (
     "lr",
@@ -51,11 +58,21 @@ DISPLAY_EVERY = 20
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise CLAnalyzeError(f"unknown device {name!r}: use auto, cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
         raise CLAnalyzeError(
             f"--device {name} asked for, but CUDA is not available here: use --device cpu or auto"
         )
-    return torch.device(name)
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise CLAnalyzeError(
+            f"--device {name}: this machine has {torch.cuda.device_count()} CUDA devices"
+        )
+    if device.type not in ("cpu", "cuda"):
+        raise CLAnalyzeError(f"unsupported device {name!r}: use auto, cpu, cuda or cuda:N")
+    return device
 
 
 @dataclass
@@ -276,31 +293,31 @@ def next_run_dir(root: Path, prefix: str = "run") -> Path:
             number += 1
 
 
-def _prepare_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+def _check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that cannot take this run; changes nothing."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise CLAnalyzeError(f"{run_dir} is a file, not a run folder: pass another --out")
     has_run = (run_dir / STORE_NAME).exists() or (run_dir / LAST).exists()
-    if resume:
-        if not (run_dir / LAST).is_file() or not (run_dir / STORE_NAME).is_file():
-            raise CLAnalyzeError(
-                f"--resume {run_dir}: no run there (needs {STORE_NAME} and {LAST}):"
-                " point it at a folder written by `cl-analyze train`"
-            )
-        if writer_alive(run_dir):
-            raise CLAnalyzeError(f"{run_dir} is being trained by another process: wait or stop it")
-        return
-    if has_run and not overwrite:
+    if resume and not ((run_dir / LAST).is_file() and (run_dir / STORE_NAME).is_file()):
+        raise CLAnalyzeError(
+            f"--resume {run_dir}: no run there (needs {STORE_NAME} and {LAST}):"
+            " point it at a folder written by `cl-analyze train`"
+        )
+    if not resume and has_run and not overwrite:
         raise CLAnalyzeError(
             f"{run_dir} already holds a run: pass --resume to continue it, --overwrite to replace"
             " it, or another --out"
         )
-    if has_run:
-        if writer_alive(run_dir):
-            raise CLAnalyzeError(f"{run_dir} is being trained by another process: wait or stop it")
-        for child in run_dir.iterdir():
-            if child.is_dir():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
-    run_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _clear_run_dir(run_dir: Path) -> None:
+    for child in run_dir.iterdir():
+        if child.name == LOCK_NAME:
+            continue
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _configure_determinism(config: TrainConfig) -> None:
@@ -332,9 +349,9 @@ def fit(
 ) -> Path:
     """Train (or continue) a run in ``run_dir``, recording every epoch; returns the store path."""
     reporter = reporter or Reporter(quiet=True)
-    _prepare_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    _check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    # Everything that can fail on bad input comes before the folder is touched.
     device = resolve_device(config.device)
-    _configure_determinism(config)
     dataset = load_dataset(
         config.dataset,
         config.data_dir,
@@ -342,6 +359,26 @@ def fit(
         limit_test=config.limit_test,
         download=config.download,
     ).to(device)
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise CLAnalyzeError(f"cannot create {run_dir} ({error}): pass another --out") from error
+    with run_lock(run_dir, "train"):
+        if overwrite and not resume:
+            _clear_run_dir(run_dir)
+        return _fit_locked(config, run_dir, dataset, device, resume=resume, reporter=reporter)
+
+
+def _fit_locked(
+    config: TrainConfig,
+    run_dir: Path,
+    dataset: Dataset,
+    device: torch.device,
+    *,
+    resume: bool,
+    reporter: Reporter,
+) -> Path:
+    _configure_determinism(config)
     reporter.log(f"run folder: {run_dir}  ({dataset.name}, {config.loss} loss, {device})")
     state = TrainState.build(config, dataset.num_classes, device)
     (run_dir / "config.json").write_text(config.to_json() + "\n")
@@ -393,12 +430,13 @@ def fit(
             "best_accuracy": max(best_accuracy, accuracy),
             "elapsed_s": elapsed,
         }
-        save_checkpoint(run_dir / LAST, payload)
+        # best before last: last.pt's best_accuracy must never be ahead of best.pt.
         if accuracy > best_accuracy:
             best_accuracy = accuracy
-            shutil.copyfile(run_dir / LAST, run_dir / BEST)
+            save_checkpoint(run_dir / BEST, payload)
         if config.keep_checkpoints == "all":
-            shutil.copyfile(run_dir / LAST, run_dir / epoch_checkpoint_name(epoch))
+            save_checkpoint(run_dir / epoch_checkpoint_name(epoch), payload)
+        save_checkpoint(run_dir / LAST, payload)
 
     clock_start = time.perf_counter() - elapsed_before
     with writer, reporter:

@@ -199,7 +199,10 @@ def test_crashed_writer_store_still_reads_after_metrics(tmp_path: Path) -> None:
         "from pathlib import Path\n"
         "sys.path.insert(0, sys.argv[2])\n"
         "from test_analysis import write_store\n"
+        "from cl_analyze.store import run_lock\n"
         "write_store(Path(sys.argv[1]), epochs=2, keep_open=True)\n"
+        "held = run_lock(Path(sys.argv[1]).parent, 'train')\n"
+        "held.__enter__()\n"
         "os._exit(0)  # killed: the SWMR-writer flag and the lock stay behind\n"
     )
     tests_dir = str(Path(__file__).parent)

@@ -117,3 +117,42 @@ def test_python_dash_m_works() -> None:
     )
     for command in ("train",):
         assert command in result.stdout
+
+
+def test_overwrite_with_bad_input_keeps_the_old_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conftest import tiny_config
+
+    from cl_analyze.train import fit
+
+    run = tmp_path / "run"
+    fit(tiny_config(loss="softmax", epochs=1, limit_train=64, limit_test=20), run)
+    before = sorted(p.name for p in run.iterdir())
+    code, err = run_main(
+        monkeypatch,
+        capsys,
+        "train",
+        "--out",
+        str(run),
+        "--overwrite",
+        "--dataset",
+        "mnist",
+        "--data-dir",
+        str(tmp_path / "nowhere"),
+        "--no-download",
+    )
+    assert code == 2 and "not found" in err
+    assert sorted(p.name for p in run.iterdir()) == before
+    with RunStore(run) as store:
+        assert store.rows == 2
+
+
+def test_out_pointing_at_a_file_is_refused(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "file").write_text("x")
+    code, err = run_main(
+        monkeypatch, capsys, "train", "--dataset", "mnist-5k", "--out", str(tmp_path / "file")
+    )
+    assert code == 2 and "is a file" in err

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -10,7 +13,7 @@ import numpy as np
 import pytest
 
 from cl_analyze.errors import CLAnalyzeError
-from cl_analyze.store import RunStore, RunWriter
+from cl_analyze.store import RunStore, RunWriter, run_lock, writer_alive
 
 
 def make_writer(path: Path, with_centers: bool = True) -> RunWriter:
@@ -102,3 +105,23 @@ def test_missing_and_foreign_stores_are_clear_errors(tmp_path: Path) -> None:
         handle["x"] = 1
     with pytest.raises(CLAnalyzeError, match="not a cl-analyze run store"):
         RunStore(tmp_path)
+
+
+def test_run_lock_admits_one_writer_and_takes_over_a_dead_ones(tmp_path: Path) -> None:
+    with run_lock(tmp_path, "train"):
+        assert writer_alive(tmp_path)
+        busy = pytest.raises(CLAnalyzeError, match="being written by another process")
+        with busy, run_lock(tmp_path, "metrics"):
+            pass
+    assert not (tmp_path / "run.lock").exists() and not writer_alive(tmp_path)
+    # A crashed writer's lock: its process is gone, so the lock is taken over.
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    (tmp_path / "run.lock").write_text(f"{dead.stdout.strip()} {socket.gethostname()} train\n")
+    assert not writer_alive(tmp_path)
+    with run_lock(tmp_path, "metrics"):
+        assert "metrics" in (tmp_path / "run.lock").read_text()
