@@ -400,9 +400,9 @@ class RunStore:
         self.close()
 
 
-def lock_holder(run_dir: Path) -> tuple[int, str] | None:
-    """(pid, role) of the live process holding the run folder's lock, or None."""
-    lock = Path(run_dir) / LOCK_NAME
+def lock_holder(run_dir: Path, lock_name: str = LOCK_NAME) -> tuple[int, str] | None:
+    """(pid, role) of the live process holding the folder's lock, or None."""
+    lock = Path(run_dir) / lock_name
     try:
         pid_text, host, *rest = lock.read_text().split()
         pid = int(pid_text)
@@ -427,22 +427,22 @@ def writer_alive(run_dir: Path) -> bool:
 
 
 @contextlib.contextmanager
-def run_lock(run_dir: Path, role: str) -> Iterator[None]:
+def run_lock(run_dir: Path, role: str, lock_name: str = LOCK_NAME) -> Iterator[None]:
     """Hold the run folder's lock: one writer (train, metrics, embed) at a time.
 
     Created with O_EXCL, so two processes can never both believe they hold it; a lock left by a
-    dead process is taken over.
+    dead process is taken over. ``lock_name`` lets a sweep folder use its own lock.
     """
-    lock = Path(run_dir) / LOCK_NAME
+    lock = Path(run_dir) / lock_name
     for _ in range(3):
         try:
             descriptor = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
         except FileExistsError:
-            holder = lock_holder(run_dir)
+            holder = lock_holder(run_dir, lock_name)
             if holder is not None:
                 raise CLAnalyzeError(
                     f"{run_dir} is being written by another process ({holder[1]}, pid"
-                    f" {holder[0]}): wait for it to finish"
+                    f" {holder[0]}): wait for it to finish, or stop it"
                 ) from None
             lock.unlink(missing_ok=True)
             continue

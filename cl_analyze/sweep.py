@@ -18,7 +18,6 @@ import math
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -792,29 +791,10 @@ def _merge_with_stored(
 @contextlib.contextmanager
 def _sweep_lock(sweep_dir: Path) -> Iterator[None]:
     """One coordinator per sweep folder: a second one would train the same runs twice."""
-    lock = sweep_dir / SWEEP_LOCK
-    with contextlib.suppress(OSError, ValueError):
-        pid_text, host = lock.read_text().split()
-        if host != socket.gethostname() or _pid_alive(int(pid_text)):
-            raise CLAnalyzeError(
-                f"{sweep_dir} is being run by process {pid_text} on {host}: wait for it or stop"
-                f" it (delete {lock} if that machine is gone)"
-            )
-    lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")
-    try:
+    from cl_analyze.store import run_lock
+
+    with run_lock(sweep_dir, "sweep", lock_name=SWEEP_LOCK):
         yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _initial_run(

@@ -166,9 +166,9 @@ def test_rerun_must_describe_the_same_sweep(tiny_sweep: Path) -> None:
         run_sweep(sweep_spec([], fixed={"lr": 0.1}, out=tiny_sweep, quiet=True))
     # A live coordinator (this test process stands in for one) keeps a second one out.
     lock = tiny_sweep / "sweep.lock"
-    lock.write_text(f"{os.getpid()} {socket.gethostname()}\n")
+    lock.write_text(f"{os.getpid()} {socket.gethostname()} sweep\n")
     try:
-        with pytest.raises(CLAnalyzeError, match=f"being run by process {os.getpid()}"):
+        with pytest.raises(CLAnalyzeError, match=f"sweep, pid {os.getpid()}"):
             run_sweep(sweep_spec([], out=tiny_sweep, quiet=True))
     finally:
         lock.unlink()
