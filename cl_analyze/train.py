@@ -51,7 +51,8 @@ HISTORY_NAMES = (
     "embed_time_s",
     "elapsed_s",
 )
-# How often the progress bar reads the running losses: each read is a host-device sync.
+# The progress bar reads the running losses at most every 20 steps (each read is a host-device
+# sync), and at least 5 times an epoch.
 DISPLAY_EVERY = 20
 
 
@@ -192,6 +193,7 @@ def train_one_epoch(
     split = dataset.train
     steps = math.ceil(len(split) / config.batch_size)
     reporter.start(f"epoch {epoch}/{config.epochs}", steps)
+    display_every = max(1, min(DISPLAY_EVERY, steps // 5))
     # Running sums stay on the device: (cross-entropy * B, center loss * B, correct, seen).
     sums = torch.zeros(4, device=device, dtype=torch.float64)
     zero = torch.zeros((), device=device)
@@ -221,7 +223,7 @@ def train_one_epoch(
             batch = labels.shape[0]
             correct = (logits.argmax(1) == labels).sum()
             sums += torch.stack([loss_ce * batch, loss_center * batch, correct, zero + batch])
-        if step % DISPLAY_EVERY == 0 or step == steps:
+        if step % display_every == 0 or step == steps:
             ce, center, right, seen = sums.tolist()
             shown = {"ce": ce / seen, "acc": right / seen}
             if center_loss is not None:
