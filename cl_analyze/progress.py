@@ -58,6 +58,11 @@ class Reporter:
             self._progress = None
             self._task = None
 
+    @property
+    def shows_progress(self) -> bool:
+        """False with --quiet: callers then skip gathering numbers only a bar would show."""
+        return not self.quiet
+
     def start(self, description: str, total: int) -> None:
         if self.quiet:
             return

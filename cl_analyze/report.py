@@ -21,7 +21,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,13 @@ from cl_analyze.findings import (
 )
 from cl_analyze.progress import Reporter
 from cl_analyze.store import RunStore, store_path, writer_alive
+
+if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are slow to load
+    from matplotlib.figure import Figure
+
+    from cl_analyze.figures import FigureStyle
+    from cl_analyze.plots import PlotRun
+    from cl_analyze.sweep import SweepInfo
 
 REPORT_FORMAT = "cl-analyze-report"
 REPORT_VERSION = 1
@@ -430,7 +437,7 @@ def build_report(
 
 @dataclass(frozen=True)
 class _Sweep:
-    info: Any  # cl_analyze.sweep.SweepInfo
+    info: SweepInfo
     run_dirs: list[Path]
     notes: list[str]
 
@@ -683,7 +690,7 @@ def _accuracy_section(build: ReportBuild) -> None:
 
 def peak_decline_figure(
     runs: Sequence[RunData], colors: np.ndarray, width: float, threshold: float
-) -> Any:
+) -> Figure:
     """Test accuracy curves with each run's peak starred and its decline window shaded."""
     from matplotlib.figure import Figure
 
@@ -751,7 +758,7 @@ def peak_decline_figure(
     return figure
 
 
-def _close(figure: Any) -> None:
+def _close(figure: Figure) -> None:
     figure.clf()
 
 
@@ -773,7 +780,7 @@ def _figure_sections(build: ReportBuild) -> None:
     ]
     splits = [s for s in ("train", "test") if any(s in run.points for run in loaded)]
 
-    def save(figure: Any, name: str) -> str:
+    def save(figure: Figure, name: str) -> str:
         path, relative = build.figure_path(name)
         save_figure(figure, path.with_suffix(""), style, formats=("png",))
         _close(figure)
@@ -849,7 +856,7 @@ def centers_sentence(runs: Sequence[RunData]) -> str:
 
 
 def _animation_section(
-    build: ReportBuild, loaded: Sequence[Any], splits: Sequence[str], style: Any
+    build: ReportBuild, loaded: Sequence[PlotRun], splits: Sequence[str], style: FigureStyle
 ) -> None:
     from cl_analyze.animate import write_animation
 

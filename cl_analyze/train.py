@@ -223,7 +223,7 @@ def train_one_epoch(
             batch = labels.shape[0]
             correct = (logits.argmax(1) == labels).sum()
             sums += torch.stack([loss_ce * batch, loss_center * batch, correct, zero + batch])
-        if step % display_every == 0 or step == steps:
+        if reporter.shows_progress and (step % display_every == 0 or step == steps):
             ce, center, right, seen = sums.tolist()
             shown = {"ce": ce / seen, "acc": right / seen}
             if center_loss is not None:
