@@ -129,18 +129,20 @@ def _epoch_rows(store: RunStore, row: int, epoch: int) -> Rows:
     # The silhouette's pairwise pass is the cost: on a GPU when there is one.
     device = "cuda" if torch.cuda.is_available() else "cpu"
     centers = store.centers(row)
-    splits = [s for s in store.splits if store.has_features(s)]
-    train = None
-    if "train" in splits:
-        train = (store.features("train", row), store.labels("train"))
+    # Each split read once: the train split is also the test split's retrieval reference.
+    embedded = {
+        split: (store.features(split, row), store.labels(split))
+        for split in store.splits
+        if store.has_features(split)
+    }
     rows: Rows = []
-    for split in splits:
+    for split, (features, labels) in embedded.items():
         values = split_metrics(
-            store.features(split, row),
-            store.labels(split),
+            features,
+            labels,
             store.num_classes,
             centers=centers,
-            reference=train if split == "test" else None,
+            reference=embedded.get("train") if split == "test" else None,
             where=f"{store.path} epoch {epoch} split {split}",
             device=device,
         )

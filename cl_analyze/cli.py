@@ -145,11 +145,6 @@ def train(
             raise CLAnalyzeError("--resume already names the run folder: drop --out")
         if overwrite:
             raise CLAnalyzeError("--resume and --overwrite contradict each other: pick one")
-        if not (resume / "last.pt").is_file():
-            raise CLAnalyzeError(
-                f"--resume {resume}: no run there (no last.pt):"
-                " point it at a folder written by `cl-analyze train`"
-            )
         config = stored_config(resume).merge_for_resume(given)
         run_dir = resume
     else:

@@ -338,6 +338,7 @@ def _configure_determinism(config: TrainConfig) -> None:
 
 def stored_config(run_dir: Path) -> TrainConfig:
     """The config a run was trained with, from its last checkpoint."""
+    _check_run_dir(run_dir, resume=True, overwrite=False)
     return TrainConfig.from_dict(load_checkpoint(run_dir / LAST)["config"])
 
 
