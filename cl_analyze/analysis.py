@@ -8,7 +8,6 @@ an unchanged one is never recomputed. The cache is only written when no trainer 
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,10 +17,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from cl_analyze.atomic import atomic_path
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.metrics import class_mean_distances, split_metrics
 from cl_analyze.progress import Reporter
-from cl_analyze.store import RunStore, run_lock, store_path
+from cl_analyze.store import RunStore, file_lock, lock_path_of, store_path
 
 __all__ = [
     "COLUMNS",
@@ -43,37 +43,26 @@ def _epoch_group_name(epoch: int) -> str:
     return f"epoch_{epoch:05d}"
 
 
-def _open_read(path: Path) -> h5py.File:
-    try:
-        return h5py.File(path, "r", swmr=True)
-    except OSError:
-        return h5py.File(path, "r")
-
-
-def _read_cache(path: Path) -> dict[int, Rows]:
-    """Cached rows by epoch, or nothing when the cache is missing or of another version."""
-    try:
-        handle = _open_read(path)
-    except OSError:
-        return {}
-    with handle:
-        group = handle.get(METRICS_GROUP)
-        if not isinstance(group, h5py.Group):
-            return {}
-        if int(group.attrs.get("metrics_version", -1)) != METRICS_VERSION:
-            return {}
-        cached: dict[int, Rows] = {}
-        for item in group.values():
-            if not isinstance(item, h5py.Group):
-                continue
-            epoch = int(item.attrs["epoch"])
-            columns = [item[c].asstr()[()] for c in ("split", "metric", "class")]
-            values = np.asarray(item["value"][()], dtype=np.float64)
-            cached[epoch] = [
-                (epoch, str(s), str(m), str(c), float(v))
-                for s, m, c, v in zip(*columns, values, strict=True)
-            ]
-        return cached
+def _read_cache(handle: h5py.File) -> tuple[int | None, dict[int, Rows]]:
+    """The cache's version and its rows by epoch (none when it is of another version)."""
+    group = handle.get(METRICS_GROUP)
+    if not isinstance(group, h5py.Group) or "metrics_version" not in group.attrs:
+        return None, {}
+    version = int(group.attrs["metrics_version"])
+    if version != METRICS_VERSION:
+        return version, {}
+    cached: dict[int, Rows] = {}
+    for item in group.values():
+        if not isinstance(item, h5py.Group):
+            continue
+        epoch = int(item.attrs["epoch"])
+        columns = [item[c].asstr()[()] for c in ("split", "metric", "class")]
+        values = np.asarray(item["value"][()], dtype=np.float64)
+        cached[epoch] = [
+            (epoch, str(s), str(m), str(c), float(v))
+            for s, m, c, v in zip(*columns, values, strict=True)
+        ]
+    return version, cached
 
 
 def _write_cache(path: Path, computed: dict[int, Rows], *, drop_old: bool) -> bool:
@@ -85,43 +74,40 @@ def _write_cache(path: Path, computed: dict[int, Rows], *, drop_old: bool) -> bo
     the run's lock (no trainer or embed can write meanwhile): the store's epochs are never at risk.
     """
     try:
-        with run_lock(path.parent, "metrics"):
+        with file_lock(lock_path_of(path), "metrics"):
             return _replace_with_cache(path, computed, drop_old=drop_old)
     except CLAnalyzeError:
         return False  # the run is being written: the values are returned, cached another time
 
 
 def _replace_with_cache(path: Path, computed: dict[int, Rows], *, drop_old: bool) -> bool:
-    temporary = path.with_name(path.name + ".metrics-tmp")
     try:
-        shutil.copyfile(path, temporary)
-        handle = h5py.File(temporary, "r+")
+        with atomic_path(path) as temporary:
+            shutil.copyfile(path, temporary)
+            with h5py.File(temporary, "r+") as handle:
+                _add_to_cache(handle, computed, drop_old=drop_old)
     except OSError:
-        # Read-only folder, or a crashed SWMR writer's flag that HDF5 refuses to open for writing.
-        temporary.unlink(missing_ok=True)
+        # A read-only folder or a full disk: the values are returned, cached another time.
         return False
-    try:
-        with handle:
-            if drop_old and METRICS_GROUP in handle:
-                del handle[METRICS_GROUP]
-            group = handle.require_group(METRICS_GROUP)
-            group.attrs["metrics_version"] = METRICS_VERSION
-            strings = h5py.string_dtype()
-            for epoch, rows in computed.items():
-                name = _epoch_group_name(epoch)
-                if name in group:
-                    del group[name]
-                entry = group.create_group(name)
-                entry.attrs["epoch"] = epoch
-                for index, column in ((1, "split"), (2, "metric"), (3, "class")):
-                    entry.create_dataset(column, data=[row[index] for row in rows], dtype=strings)
-                values = np.array([row[4] for row in rows], dtype="f8")
-                entry.create_dataset("value", data=values)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return True
+
+
+def _add_to_cache(handle: h5py.File, computed: dict[int, Rows], *, drop_old: bool) -> None:
+    if drop_old and METRICS_GROUP in handle:
+        del handle[METRICS_GROUP]
+    group = handle.require_group(METRICS_GROUP)
+    group.attrs["metrics_version"] = METRICS_VERSION
+    strings = h5py.string_dtype()
+    for epoch, rows in computed.items():
+        name = _epoch_group_name(epoch)
+        if name in group:
+            del group[name]
+        entry = group.create_group(name)
+        entry.attrs["epoch"] = epoch
+        for index, column in ((1, "split"), (2, "metric"), (3, "class")):
+            entry.create_dataset(column, data=[row[index] for row in rows], dtype=strings)
+        values = np.array([row[4] for row in rows], dtype="f8")
+        entry.create_dataset("value", data=values)
 
 
 def _epoch_rows(store: RunStore, row: int, epoch: int) -> Rows:
@@ -162,10 +148,9 @@ def load_metrics(run: Path | str, *, reporter: Reporter | None = None) -> pd.Dat
     ('' for whole-split values) and value. Computes only what the cache lacks, and caches it
     unless a trainer is writing the store (or the file is not writable)."""
     path = store_path(run)
-    version = _cache_version(path) if path.is_file() else None
-    cached = _read_cache(path) if version == METRICS_VERSION else {}
     computed: dict[int, Rows] = {}
     with RunStore(path) as store:
+        version, cached = _read_cache(store.hdf5)
         epochs = [int(e) for e in store.epochs.tolist()]
         missing = list(_iter_missing(store, cached))
         if reporter is not None and missing:
@@ -182,17 +167,6 @@ def load_metrics(run: Path | str, *, reporter: Reporter | None = None) -> pd.Dat
     return frame.astype(
         {"epoch": "int64", "split": str, "metric": str, "class": str, "value": "f8"}
     )
-
-
-def _cache_version(path: Path) -> int | None:
-    try:
-        with _open_read(path) as handle:
-            group = handle.get(METRICS_GROUP)
-            if isinstance(group, h5py.Group) and "metrics_version" in group.attrs:
-                return int(group.attrs["metrics_version"])
-    except OSError:
-        pass
-    return None
 
 
 def export_metrics_csv(

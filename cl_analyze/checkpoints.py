@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-import os
+import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from cl_analyze.atomic import atomic_path
 from cl_analyze.config import TrainConfig
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.models import LeNetPlusPlus
@@ -22,10 +24,10 @@ def epoch_checkpoint_name(epoch: int) -> str:
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write atomically: a crash mid-save leaves the previous checkpoint intact."""
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save({"format": FORMAT, **payload}, temporary)
-    os.replace(temporary, path)
+    """Write atomically: a crash or a full disk mid-save leaves the previous checkpoint intact
+    (torch reports a failed write as a RuntimeError, the filesystem as an OSError)."""
+    with atomic_path(path) as temporary:
+        torch.save({"format": FORMAT, **payload}, temporary)
 
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -33,10 +35,19 @@ def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dic
         raise CLAnalyzeError(f"no checkpoint at {path}: train the run first, or pick another one")
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as error:  # torch raises several types for a damaged or foreign file
+    except pickle.UnpicklingError:
+        # weights_only refuses any object beyond tensors and plain containers: code could run.
         raise CLAnalyzeError(
-            f"cannot load checkpoint {path} ({error}): is it from cl-analyze?"
-        ) from error
+            f"{path} is not a cl-analyze checkpoint, or not safe to load (torch refused to"
+            " unpickle it; only tensors and plain values load): use one written by"
+            " `cl-analyze train`"
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError, zipfile.BadZipFile) as error:
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0].split(". ")[0]
+        raise CLAnalyzeError(
+            f"cannot read checkpoint {path} ({reason}): the file is damaged or not from"
+            " cl-analyze; use another checkpoint"
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CLAnalyzeError(f"{path} is not a cl-analyze checkpoint: pick one from a run folder")
     return payload

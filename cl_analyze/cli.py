@@ -137,6 +137,7 @@ def train(
     """Train LeNet++ with softmax or softmax + center loss, recording every epoch."""
     from cl_analyze.config import TrainConfig
     from cl_analyze.progress import Reporter
+    from cl_analyze.stopping import TrainingStopped
     from cl_analyze.train import fit, next_run_dir, stored_config
 
     given = _train_options(locals())
@@ -159,11 +160,13 @@ def train(
         if out is None and resume is None:  # the runN folder claimed above, still empty
             _remove_if_empty(run_dir)
         raise
+    except TrainingStopped as stopped:
+        err_console.print(stopped.message(), highlight=False, soft_wrap=True)
+        raise typer.Exit(130) from None
     except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted: completed epochs are saved in {run_dir};"
-            f" continue with `cl-analyze train --resume {run_dir}`"
-        )
+        if out is None and resume is None:
+            _remove_if_empty(run_dir)
+        err_console.print("interrupted before training started: nothing was written")
         raise typer.Exit(130) from None
     reporter.log(f"done: {store}")
 
@@ -223,7 +226,8 @@ def embed_command(
 def plot(
     runs: Annotated[list[Path], typer.Argument(help="run folders (artifacts/run1 ...)")],
     out: Annotated[
-        Path | None, typer.Option(help="output folder [default: reports/<first run>/figures]")
+        Path | None,
+        typer.Option(help="new folder, or one plot wrote [default: reports/<first run>-plots]"),
     ] = None,
     epochs: Annotated[
         str | None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -52,6 +53,12 @@ class TrainConfig:
         self.validate()
 
     def validate(self) -> None:
+        for field in fields(self):
+            value = getattr(self, field.name)
+            # NaN slips through every comparison below (nan < 0 and nan <= 0 are both False).
+            if isinstance(value, float) and not math.isfinite(value):
+                flag = "--" + field.name.replace("_", "-")
+                raise CLAnalyzeError(f"{flag} must be a finite number, got {value}")
         _choice("loss", self.loss, LOSSES)
         _choice("dataset", self.dataset, DATASETS)
         _choice("center-update", self.center_update, CENTER_UPDATES)

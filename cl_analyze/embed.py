@@ -10,7 +10,6 @@ Two modes:
 from __future__ import annotations
 
 import math
-import os
 import shutil
 import time
 from dataclasses import dataclass
@@ -21,6 +20,7 @@ import h5py
 import numpy as np
 import torch
 
+from cl_analyze.atomic import atomic_path
 from cl_analyze.checkpoints import load_checkpoint, model_from_checkpoint, resolve_checkpoint
 from cl_analyze.config import TrainConfig
 from cl_analyze.data import NORMALISATION, Split, load_dataset, stratified_subset
@@ -32,7 +32,10 @@ from cl_analyze.store import (
     RunStore,
     RunWriter,
     create_epoch_datasets,
+    flagged_open_for_write,
     hardware_description,
+    rebuild,
+    remove_stale_partials,
     run_lock,
     store_path,
 )
@@ -42,7 +45,6 @@ IMAGE_SIZE = (28, 28)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 # Batches per progress-bar step: each step is one `evaluate` call.
 BATCHES_PER_STEP = 4
-PARTIAL_SUFFIX = "_partial"
 
 
 @dataclass(frozen=True)
@@ -289,31 +291,36 @@ def embed_checkpoint(config: EmbedConfig, reporter: Reporter) -> Path:
     )
     seconds = time.perf_counter() - start
     centers = _centers(payload)
-    writer = RunWriter.create(
-        out,
-        dataset=images.name,
-        class_names=images.class_names,
-        feat_dim=model.feat_dim,
-        splits={
-            split_name: (images.split.labels.cpu().numpy(), images.split.indices.cpu().numpy())
-        },
-        history_names=HISTORY_NAMES,
-        with_centers=centers is not None,
-        config=payload["config"],
-        attrs={
-            "device": str(device),
-            "hardware": hardware_description(),
-            "embedded_from": str(checkpoint),
-        },
-    )
-    with writer:
-        writer.append_epoch(
-            epoch,
-            scalars=_scalars(split_name, evaluation, seconds),
-            features={split_name: evaluation.features},
-            predictions={split_name: evaluation.predictions},
-            centers=centers,
+    # Written whole under a temporary name: a kill never leaves a store that looks complete.
+    with atomic_path(out) as temporary:
+        writer = RunWriter.create(
+            temporary,
+            dataset=images.name,
+            class_names=images.class_names,
+            feat_dim=model.feat_dim,
+            splits={
+                split_name: (
+                    images.split.labels.cpu().numpy(),
+                    images.split.indices.cpu().numpy(),
+                )
+            },
+            history_names=HISTORY_NAMES,
+            with_centers=centers is not None,
+            config=payload["config"],
+            attrs={
+                "device": str(device),
+                "hardware": hardware_description(),
+                "embedded_from": str(checkpoint),
+            },
         )
+        with writer:
+            writer.append_epoch(
+                epoch,
+                scalars=_scalars(split_name, evaluation, seconds),
+                features={split_name: evaluation.features},
+                predictions={split_name: evaluation.predictions},
+                centers=centers,
+            )
     reporter.log(f"embedded {len(evaluation.predictions)} {split_name} images -> {out}")
     return out
 
@@ -362,24 +369,16 @@ def _embed_all_checkpoints_locked(config: EmbedConfig, reporter: Reporter) -> Pa
                 f"the {split} split of {train_config.dataset} differs from the one {run} was"
                 " trained on: pass the --data-dir it was trained with"
             )
-    _clear_for_write(path)
+    remove_stale_partials(run)
+    if flagged_open_for_write(path):
+        rebuild(path)  # a killed trainer's flag refuses the read-write open below
     # HDF5 has no journal: a kill while metadata is rewritten can ruin the file. Work on a copy
     # and swap it in atomically, so the trained epochs are never at risk.
-    working = path.with_name(path.name + ".embed-tmp")
-    shutil.copyfile(path, working)
-    try:
+    with atomic_path(path) as working:
+        shutil.copyfile(path, working)
         with h5py.File(working, "r+") as handle:
             for split in missing:
-                group = handle[split]
-                name = "features" + PARTIAL_SUFFIX
-                for stale in (name, "predictions" + PARTIAL_SUFFIX):
-                    if stale in group:
-                        del group[stale]
-                n = len(stored[split][0])
-                create_epoch_datasets(group, n, feat_dim, rows=len(epochs))
-                # Fill under temporary names: a kill leaves no half-filled `features`.
-                group.move("features", "features" + PARTIAL_SUFFIX)
-                group.move("predictions", "predictions" + PARTIAL_SUFFIX)
+                create_epoch_datasets(handle[split], len(stored[split][0]), feat_dim, len(epochs))
             for row, (epoch, checkpoint) in enumerate(zip(epochs, checkpoints, strict=True)):
                 _, model, precision = _load_model(checkpoint, device)
                 for split in missing:
@@ -399,30 +398,13 @@ def _embed_all_checkpoints_locked(config: EmbedConfig, reporter: Reporter) -> Pa
                         description=f"embed {split} epoch {epoch} ({row + 1}/{len(epochs)})",
                     )
                     group = handle[split]
-                    group["features" + PARTIAL_SUFFIX][row] = evaluation.features
-                    group["predictions" + PARTIAL_SUFFIX][row] = evaluation.predictions
+                    group["features"][row] = evaluation.features
+                    group["predictions"][row] = evaluation.predictions
                     if split == "train" and "train_accuracy_eval" in handle["history"]:
                         handle["history/train_accuracy_eval"][row] = evaluation.accuracy
                 handle.flush()
-            for split in missing:
-                handle[split].move("features" + PARTIAL_SUFFIX, "features")
-                handle[split].move("predictions" + PARTIAL_SUFFIX, "predictions")
             # Cached metrics were computed without these splits.
             if "metrics" in handle:
                 del handle["metrics"]
-        os.replace(working, path)
-    except BaseException:
-        working.unlink(missing_ok=True)
-        raise
     reporter.log(f"embedded {', '.join(missing)} for {len(epochs)} epochs into {path}")
     return path
-
-
-def _clear_for_write(path: Path) -> None:
-    """A crashed trainer leaves HDF5's SWMR-writer flag, which refuses 'r+': rebuild it clean."""
-    try:
-        h5py.File(path, "r+").close()
-    except OSError:
-        with RunStore(path) as store:
-            rows = store.rows
-        RunWriter.resume(path, keep_rows=rows).close()

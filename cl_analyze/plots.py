@@ -8,6 +8,7 @@ The ``*_figure`` functions return matplotlib Figures for reuse elsewhere.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -23,6 +24,7 @@ from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from matplotlib.ticker import MaxNLocator, PercentFormatter
 
+from cl_analyze.atomic import write_text_atomic
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.figures import (
     FIGURE_FORMATS,
@@ -42,6 +44,9 @@ if TYPE_CHECKING:
     import pandas as pd
 
 EPOCH_KEYWORDS = ("first", "peak", "last")
+# Written last into a plot folder: marks it as ours, so a later `plot` may write into it again.
+PLOT_MANIFEST = "plots.json"
+PLOT_FORMAT = "cl-analyze-plots"
 SPLIT_CHOICES = ("train", "test", "both")
 ANIMATION_FORMATS = ("gif", "mp4")
 EpochSpec = int | str
@@ -897,7 +902,8 @@ def plot_runs(
             replace(plot_run, metrics=_load_metrics(Path(path), reporter))
             for path, plot_run in zip(runs, loaded, strict=True)
         ]
-    out_dir = options.out or Path("reports") / names[0].replace("/", "_") / "figures"
+    out_dir = options.out or Path("reports") / f"{names[0].replace('/', '_')}-plots"
+    check_plot_folder(out_dir)
     files: list[Path] = []
 
     def save(figure: Figure | None, stem: str) -> None:
@@ -941,4 +947,29 @@ def plot_runs(
                 reporter=reporter,
             )
         )
+    write_text_atomic(
+        out_dir / PLOT_MANIFEST,
+        json.dumps({"format": PLOT_FORMAT, "files": sorted(path.name for path in files)}, indent=2)
+        + "\n",
+    )
     return PlotResult(out_dir=out_dir, files=tuple(files))
+
+
+def check_plot_folder(out: Path) -> None:
+    """Write only into a new or empty folder, or one an earlier `plot` wrote (its manifest
+    says so): figures are never written over files the user put there."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise CLAnalyzeError(f"--out {out} is a file: pass a folder for the figures")
+    if not any(out.iterdir()):
+        return
+    try:
+        manifest = json.loads((out / PLOT_MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = None
+    if not isinstance(manifest, dict) or manifest.get("format") != PLOT_FORMAT:
+        raise CLAnalyzeError(
+            f"--out {out} holds files that `cl-analyze plot` did not write: pick a new or empty"
+            " folder"
+        )

@@ -45,9 +45,6 @@ SWEEP_LOCK = "sweep.lock"
 LOGS_DIR = "logs"
 BACKENDS = ("local", "ray")
 STATES = ("pending", "running", "done", "failed", "interrupted")
-# What this call did with a run: trained it from scratch, resumed it from last.pt, restarted a
-# folder that crashed before its first checkpoint, or skipped it because it was complete.
-ACTIONS = ("train", "resume", "restart", "skipped")
 # The sweep picks each run's device; a grid over devices would fight that.
 NOT_SWEEPABLE = frozenset({"device"})
 POLL_SECONDS = 1.0
@@ -431,7 +428,7 @@ class WorkerResult:
 
 
 def train_combination(task: RunTask) -> WorkerResult:
-    """Train, resume or restart one run with its output in its log file; never raises."""
+    """Train or resume one run with its output in its log file; never raises."""
     from cl_analyze.progress import Reporter
     from cl_analyze.train import fit, stored_config
 
@@ -451,7 +448,6 @@ def train_combination(task: RunTask) -> WorkerResult:
                 config,
                 run_dir,
                 resume=task.action == "resume",
-                overwrite=task.action == "restart",
                 reporter=Reporter(quiet=True),
             )
         except KeyboardInterrupt:
@@ -802,7 +798,7 @@ def _initial_run(
 ) -> SweepRun:
     """Decide what this call does with a run from what its folder holds."""
     from cl_analyze.checkpoints import LAST
-    from cl_analyze.store import LOCK_NAME, STORE_NAME, writer_alive
+    from cl_analyze.store import STORE_NAME, writer_alive
 
     folder = sweep_dir / name
     run = SweepRun(
@@ -813,14 +809,12 @@ def _initial_run(
         return dataclasses.replace(run, state="done", action="skipped")
     if writer_alive(folder):
         raise CLAnalyzeError(
-            f"{folder} is being trained by another process: wait for it or stop it (if its"
-            f" machine died, delete {folder / LOCK_NAME})"
+            f"{folder} is being trained by another process: wait for it or stop it"
         )
-    if rows is not None and (folder / LAST).is_file():
-        return dataclasses.replace(run, action="resume")
     if (folder / STORE_NAME).exists() or (folder / LAST).exists():
-        # Killed before its first checkpoint: nothing to keep.
-        return dataclasses.replace(run, action="restart")
+        # Never deleted: `fit` resumes from last.pt, starts again a run killed before its first
+        # checkpoint, and fails with the reason (recorded) on a store it cannot read.
+        return dataclasses.replace(run, action="resume")
     return dataclasses.replace(run, action="train")
 
 
@@ -832,7 +826,7 @@ def _complete_rows(folder: Path) -> int | None:
     try:
         with RunStore(folder) as store:
             return store.rows
-    except (CLAnalyzeError, OSError, KeyError, ValueError):
+    except CLAnalyzeError:
         return None
 
 

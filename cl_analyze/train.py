@@ -5,8 +5,8 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cl_analyze import stopping
+from cl_analyze.atomic import write_text_atomic
 from cl_analyze.checkpoints import (
     BEST,
     LAST,
@@ -30,11 +32,14 @@ from cl_analyze.losses import CenterLoss
 from cl_analyze.models import LeNetPlusPlus
 from cl_analyze.progress import Reporter
 from cl_analyze.store import (
+    FORMAT,
     LOCK_NAME,
     STORE_NAME,
     RunStore,
     RunWriter,
     hardware_description,
+    is_run_file,
+    remove_stale_partials,
     run_lock,
 )
 
@@ -202,6 +207,7 @@ def train_one_epoch(
         split, config.batch_size, generator=epoch_generator(config.seed, epoch)
     )
     for step, (images, labels) in enumerate(batches, start=1):
+        stopping.check()
         inputs = normalise(images, dataset.mean, dataset.std)
         with autocast(device, config.precision):
             features, logits = model(inputs)
@@ -256,6 +262,7 @@ def evaluate(
     features_parts, predictions_parts = [], []
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     for images, labels in iterate_batches(split, batch_size):
+        stopping.check()
         with autocast(device, precision):
             features, logits = model(normalise(images.to(device), mean, std))
         logits = logits.float()
@@ -295,30 +302,76 @@ def next_run_dir(root: Path, prefix: str = "run") -> Path:
             number += 1
 
 
-def _check_run_dir(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
-    """Refuse a folder that cannot take this run; changes nothing."""
+def check_run_folder(run_dir: Path, *, resume: bool, overwrite: bool) -> None:
+    """Refuse a folder that cannot take this run; changes nothing.
+
+    A new run goes into a new or empty folder, or replaces a run with ``overwrite``. A folder
+    holding anything that is not part of a run (a subfolder, another program's config.json, a
+    thesis) is never written into, let alone cleared.
+    """
     if run_dir.exists() and not run_dir.is_dir():
         raise CLAnalyzeError(f"{run_dir} is a file, not a run folder: pass another --out")
-    has_run = (run_dir / STORE_NAME).exists() or (run_dir / LAST).exists()
-    if resume and not ((run_dir / LAST).is_file() and (run_dir / STORE_NAME).is_file()):
+    if not run_dir.exists():
+        if resume:
+            raise CLAnalyzeError(
+                f"--resume {run_dir}: no run there (no such folder): check the path"
+            )
+        return
+    try:
+        entries = sorted(run_dir.iterdir())
+    except OSError as error:
         raise CLAnalyzeError(
-            f"--resume {run_dir}: no run there (needs {STORE_NAME} and {LAST}):"
-            " point it at a folder written by `cl-analyze train`"
+            f"cannot read {run_dir} ({error.strerror}): pick another --out"
+        ) from None
+    names = {entry.name for entry in entries}
+    has_run = bool(names & {STORE_NAME, LAST, BEST}) or any(
+        name.startswith("epoch_") and name.endswith(".pt") for name in names
+    )
+    if resume:
+        if not has_run:
+            raise CLAnalyzeError(
+                f"--resume {run_dir}: no run there (no {STORE_NAME} or {LAST}):"
+                " point it at a folder written by `cl-analyze train`"
+            )
+        return
+    foreign = [entry.name for entry in entries if not (entry.is_file() and is_run_file(entry.name))]
+    if not has_run and "config.json" in names:
+        foreign.append("config.json")  # ours is only ever written beside a store
+    if foreign:
+        listed = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+        raise CLAnalyzeError(
+            f"{run_dir} holds files that are not part of a cl-analyze run ({listed}): a new run"
+            " goes into a new or empty folder (or replaces a run with --overwrite); pick"
+            " another --out"
         )
-    if not resume and has_run and not overwrite:
+    if has_run and not overwrite:
         raise CLAnalyzeError(
             f"{run_dir} already holds a run: pass --resume to continue it, --overwrite to replace"
             " it, or another --out"
         )
+    if has_run and (run_dir / STORE_NAME).is_file() and not _is_cl_analyze_store(run_dir):
+        raise CLAnalyzeError(
+            f"{run_dir / STORE_NAME} is not a cl-analyze run store: --overwrite replaces only a"
+            " cl-analyze run; pick another --out"
+        )
 
 
-def _clear_run_dir(run_dir: Path) -> None:
+def _is_cl_analyze_store(run_dir: Path) -> bool:
+    """False only for an HDF5 file that opens and is not ours (a damaged one of ours is ours)."""
+    import h5py
+
+    try:
+        with h5py.File(run_dir / STORE_NAME, "r", locking=False) as handle:
+            return handle.attrs.get("format") == FORMAT
+    except OSError:
+        return True
+
+
+def _clear_run(run_dir: Path) -> None:
+    """Delete the files of the run being replaced: only those (checked again under the lock)."""
+    check_run_folder(run_dir, resume=False, overwrite=True)
     for child in run_dir.iterdir():
-        if child.name == LOCK_NAME:
-            continue
-        if child.is_dir():
-            shutil.rmtree(child)
-        else:
+        if child.name != LOCK_NAME and child.is_file() and is_run_file(child.name):
             child.unlink()
 
 
@@ -337,9 +390,13 @@ def _configure_determinism(config: TrainConfig) -> None:
 
 
 def stored_config(run_dir: Path) -> TrainConfig:
-    """The config a run was trained with, from its last checkpoint."""
-    _check_run_dir(run_dir, resume=True, overwrite=False)
-    return TrainConfig.from_dict(load_checkpoint(run_dir / LAST)["config"])
+    """The config a run was trained with: from its last checkpoint, or from its store when it
+    stopped before the first checkpoint."""
+    check_run_folder(run_dir, resume=True, overwrite=False)
+    if (run_dir / LAST).is_file():
+        return TrainConfig.from_dict(load_checkpoint(run_dir / LAST)["config"])
+    with RunStore(run_dir) as store:
+        return TrainConfig.from_dict(store.config)
 
 
 def fit(
@@ -350,9 +407,13 @@ def fit(
     overwrite: bool = False,
     reporter: Reporter | None = None,
 ) -> Path:
-    """Train (or continue) a run in ``run_dir``, recording every epoch; returns the store path."""
+    """Train (or continue) a run in ``run_dir``, recording every epoch; returns the store path.
+
+    Ctrl-C or SIGTERM stops it within a batch with ``stopping.TrainingStopped``; a failed write
+    (a full disk) is a ``CLAnalyzeError`` saying what is saved. Either way ``--resume`` goes on.
+    """
     reporter = reporter or Reporter(quiet=True)
-    _check_run_dir(run_dir, resume=resume, overwrite=overwrite)
+    check_run_folder(run_dir, resume=resume, overwrite=overwrite)
     # Everything that can fail on bad input comes before the folder is touched.
     device = resolve_device(config.device)
     dataset = load_dataset(
@@ -365,11 +426,49 @@ def fit(
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise CLAnalyzeError(f"cannot create {run_dir} ({error}): pass another --out") from error
-    with run_lock(run_dir, "train"):
+        raise CLAnalyzeError(
+            f"cannot create {run_dir} ({error.strerror}): pass another --out"
+        ) from None
+    with run_lock(run_dir, "train"), stopping.stop_on_signals():
+        remove_stale_partials(run_dir)
         if overwrite and not resume:
-            _clear_run_dir(run_dir)
+            _clear_run(run_dir)
+        if resume and not (run_dir / LAST).is_file():
+            _check_restartable(run_dir)
+            reporter.log(f"{run_dir} stopped before its first checkpoint: starting it again")
+            resume = False
         return _fit_locked(config, run_dir, dataset, device, resume=resume, reporter=reporter)
+
+
+def _check_restartable(run_dir: Path) -> None:
+    """A run without last.pt restarts from scratch only if nothing trained was stored (it was
+    killed before its first checkpoint); otherwise last.pt went missing and that is an error."""
+    rows = 0
+    if (run_dir / STORE_NAME).is_file():
+        with contextlib.suppress(CLAnalyzeError), RunStore(run_dir) as store:
+            rows = store.rows
+    if rows > 1:
+        raise CLAnalyzeError(
+            f"{run_dir} stores {rows} epochs but has no {LAST} to resume from: restore {LAST},"
+            " or replace the run with --overwrite"
+        )
+
+
+def _write_or_explain(
+    action: Callable[[], None], what: Path, run_dir: Path, saved_epoch: int | None
+) -> None:
+    """Run a store or checkpoint write; a failure (a full disk) becomes one line saying what is
+    safe. torch reports failed writes as RuntimeError, the filesystem and HDF5 as OSError."""
+    try:
+        action()
+    except (OSError, RuntimeError) as error:
+        # torch's message is its C++ assertion; the OS error's is the one to show.
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else "write failed"
+        raise CLAnalyzeError(
+            f"cannot write {what} ({reason}; is the disk full?):"
+            f" {stopping.saved_words(saved_epoch)} in {run_dir}; free space, then"
+            f" `cl-analyze train --resume {run_dir}`"
+        ) from None
 
 
 def _fit_locked(
@@ -382,46 +481,62 @@ def _fit_locked(
     reporter: Reporter,
 ) -> Path:
     _configure_determinism(config)
-    reporter.log(f"run folder: {run_dir}  ({dataset.name}, {config.loss} loss, {device})")
     state = TrainState.build(config, dataset.num_classes, device)
-    (run_dir / "config.json").write_text(config.to_json() + "\n")
+    store_file = run_dir / STORE_NAME
+    saved_epoch: int | None = None  # the epoch in last.pt: what a resume continues from
 
     if resume:
         payload = load_checkpoint(run_dir / LAST, map_location=device)
         state.load_state_dict(payload)
         start_epoch = int(payload["epoch"]) + 1
+        saved_epoch = start_epoch - 1
         best_accuracy = float(payload["best_accuracy"])
         elapsed_before = float(payload["elapsed_s"])
-        with RunStore(run_dir) as store:
-            if store.rows < start_epoch:
-                raise CLAnalyzeError(
-                    f"{run_dir / STORE_NAME} holds {store.rows} epochs but {LAST} is at epoch"
-                    f" {start_epoch - 1}: the store is damaged; start again with --overwrite"
-                )
-        writer = RunWriter.resume(
-            run_dir / STORE_NAME, keep_rows=start_epoch, config=config.to_dict()
-        )
-        reporter.log(f"resuming {run_dir} at epoch {start_epoch}")
+        writer = RunWriter.resume(store_file, keep_rows=start_epoch, config=config.to_dict())
+        if writer.rows < start_epoch:
+            writer.close()
+            raise CLAnalyzeError(
+                f"{store_file} holds {writer.rows} epochs but {LAST} is at epoch"
+                f" {start_epoch - 1}: the store is damaged; start again with --overwrite"
+            )
     else:
         start_epoch, best_accuracy, elapsed_before = 0, -1.0, 0.0
-        writer = RunWriter.create(
-            run_dir / STORE_NAME,
-            dataset=dataset.name,
-            class_names=dataset.class_names,
-            feat_dim=config.feat_dim,
-            splits={
-                name: (s.labels.cpu().numpy(), s.indices.cpu().numpy())
-                for name, s in (("train", dataset.train), ("test", dataset.test))
-            },
-            history_names=HISTORY_NAMES,
-            with_centers=config.loss == "center",
-            evaluated_splits=("train", "test") if config.embed else ("test",),
-            config=config.to_dict(),
-            attrs={"device": str(device), "hardware": hardware_description()},
-        )
+        writers: list[RunWriter] = []
+
+        def create() -> None:
+            writers.append(
+                RunWriter.create(
+                    store_file,
+                    dataset=dataset.name,
+                    class_names=dataset.class_names,
+                    feat_dim=config.feat_dim,
+                    splits={
+                        name: (s.labels.cpu().numpy(), s.indices.cpu().numpy())
+                        for name, s in (("train", dataset.train), ("test", dataset.test))
+                    },
+                    history_names=HISTORY_NAMES,
+                    with_centers=config.loss == "center",
+                    evaluated_splits=("train", "test") if config.embed else ("test",),
+                    config=config.to_dict(),
+                    attrs={"device": str(device), "hardware": hardware_description()},
+                )
+            )
+
+        _write_or_explain(create, store_file, run_dir, None)
+        writer = writers[0]
+    reporter.log(f"run folder: {run_dir}  ({dataset.name}, {config.loss} loss, {device})")
+    if resume:
+        reporter.log(f"resuming {run_dir} at epoch {start_epoch}")
+    # Beside the store, never before it: a folder with a config.json but no run is not ours.
+    _write_or_explain(
+        lambda: write_text_atomic(run_dir / "config.json", config.to_json() + "\n"),
+        run_dir / "config.json",
+        run_dir,
+        saved_epoch,
+    )
 
     def checkpoint(epoch: int, accuracy: float, elapsed: float) -> None:
-        nonlocal best_accuracy
+        nonlocal best_accuracy, saved_epoch
         payload = {
             **state.state_dict(),
             "epoch": epoch,
@@ -434,30 +549,49 @@ def _fit_locked(
             "elapsed_s": elapsed,
         }
         # best before last: last.pt's best_accuracy must never be ahead of best.pt.
+        targets = []
         if accuracy > best_accuracy:
-            best_accuracy = accuracy
-            save_checkpoint(run_dir / BEST, payload)
+            targets.append(run_dir / BEST)
         if config.keep_checkpoints == "all":
-            save_checkpoint(run_dir / epoch_checkpoint_name(epoch), payload)
-        save_checkpoint(run_dir / LAST, payload)
+            targets.append(run_dir / epoch_checkpoint_name(epoch))
+        targets.append(run_dir / LAST)
+        for target in targets:
+            _write_or_explain(
+                lambda target=target: save_checkpoint(target, payload),  # type: ignore[misc]
+                target,
+                run_dir,
+                saved_epoch,
+            )
+        best_accuracy = max(best_accuracy, accuracy)
+        saved_epoch = epoch
+
+    def append(epoch: int, record: dict[str, Any]) -> None:
+        _write_or_explain(
+            lambda: writer.append_epoch(epoch, **record), store_file, run_dir, saved_epoch
+        )
 
     clock_start = time.perf_counter() - elapsed_before
-    with writer, reporter:
-        if start_epoch == 0:
-            record = _record_epoch(state, dataset, config, None)
-            writer.append_epoch(0, **_with_time(record, 0.0, time.perf_counter() - clock_start))
-            checkpoint(0, record["scalars"]["test_accuracy"], time.perf_counter() - clock_start)
-            reporter.log(_epoch_line(0, config.epochs, record["scalars"]))
-            start_epoch = 1
-        for epoch in range(start_epoch, config.epochs + 1):
-            stats = train_one_epoch(state, dataset, config, epoch, reporter)
-            record = _record_epoch(state, dataset, config, stats)
-            state.scheduler.step()
-            elapsed = time.perf_counter() - clock_start
-            writer.append_epoch(epoch, **_with_time(record, stats.seconds, elapsed))
-            checkpoint(epoch, record["scalars"]["test_accuracy"], elapsed)
-            reporter.log(_epoch_line(epoch, config.epochs, record["scalars"]))
-    return run_dir / STORE_NAME
+    try:
+        with writer, reporter:
+            if start_epoch == 0:
+                record = _record_epoch(state, dataset, config, None)
+                append(0, _with_time(record, 0.0, time.perf_counter() - clock_start))
+                checkpoint(0, record["scalars"]["test_accuracy"], time.perf_counter() - clock_start)
+                reporter.log(_epoch_line(0, config.epochs, record["scalars"]))
+                start_epoch = 1
+            for epoch in range(start_epoch, config.epochs + 1):
+                stopping.check()
+                stats = train_one_epoch(state, dataset, config, epoch, reporter)
+                record = _record_epoch(state, dataset, config, stats)
+                state.scheduler.step()
+                elapsed = time.perf_counter() - clock_start
+                append(epoch, _with_time(record, stats.seconds, elapsed))
+                checkpoint(epoch, record["scalars"]["test_accuracy"], elapsed)
+                reporter.log(_epoch_line(epoch, config.epochs, record["scalars"]))
+    except KeyboardInterrupt as stop:
+        name = stop.signal_name if isinstance(stop, stopping.StopRequested) else "SIGINT"
+        raise stopping.TrainingStopped(run_dir, saved_epoch, name) from None
+    return store_file
 
 
 def _record_epoch(

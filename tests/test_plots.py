@@ -459,7 +459,20 @@ def test_cli_writes_to_the_default_folder(tmp_path: Path, monkeypatch: pytest.Mo
         "plot", str(store), "--no-animation", "--quiet", "--no-metrics", "--epochs", "peak"
     )
     assert code == 0, error
-    assert_valid_figure_files(tmp_path / "reports" / "runA" / "figures" / "scatter_peak")
+    assert_valid_figure_files(tmp_path / "reports" / "runA-plots" / "scatter_peak")
+
+
+def test_plot_never_writes_over_files_it_did_not_write(tmp_path: Path) -> None:
+    store = write_store(tmp_path / "runA", epochs=2)
+    out = tmp_path / "paper"
+    out.mkdir()
+    (out / "accuracy.png").write_bytes(b"my own figure")
+    code, error, _ = invoke("plot", str(store), "--out", str(out), "--no-animation")
+    assert code != 0 and "did not write" in str(error)
+    assert (out / "accuracy.png").read_bytes() == b"my own figure"
+    # Its own folder it may write again.
+    args = ["plot", str(store), "--out", str(tmp_path / "own"), "--no-animation", "--no-metrics"]
+    assert invoke(*args)[0] == 0 and invoke(*args)[0] == 0
 
 
 def test_pca_of_a_diverged_run_is_fitted_on_its_last_finite_epoch(tmp_path: Path) -> None:

@@ -249,13 +249,11 @@ def test_existing_report_is_replaced_whole_and_other_folders_are_kept(
 
 
 def test_a_run_still_training_is_reported_up_to_its_last_epoch(tmp_path: Path) -> None:
-    run = write_planted_run(tmp_path / "live", epochs=4)
-    # A lock naming this (live) process is how a trainer marks its run as being written.
-    import os
-    import socket
+    from cl_analyze.store import run_lock
 
-    (run / "run.lock").write_text(f"{os.getpid()} {socket.gethostname()}\n")
-    index = build_report([run], ReportOptions(out=tmp_path / "r", figures=False))
+    run = write_planted_run(tmp_path / "live", epochs=4)
+    with run_lock(run, "train"):  # this process stands in for the live trainer
+        index = build_report([run], ReportOptions(out=tmp_path / "r", figures=False))
     assert "still training: reported up to its last completed epoch, 4" in index.read_text()
     summary = json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["runs"][0]["training"] is True

@@ -59,9 +59,6 @@ def test_round_trip_with_plain_h5py_and_the_reader(tmp_path: Path) -> None:
         assert store.history["test_accuracy"].tolist() == [0, 0.1, 0.2]
         assert store.labels("train").tolist() == [0, 1, 1, 2]
         assert store.config == {"loss": "center", "lr": 0.1}
-        assert store.row_of(2) == 2
-        with pytest.raises(CLAnalyzeError, match="epoch 7 is not in"):
-            store.row_of(7)
 
 
 def test_reader_sees_only_complete_epochs_while_the_writer_is_open(tmp_path: Path) -> None:

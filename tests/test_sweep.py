@@ -19,7 +19,7 @@ from typer.testing import CliRunner
 from cl_analyze.checkpoints import load_checkpoint
 from cl_analyze.cli import app
 from cl_analyze.errors import CLAnalyzeError
-from cl_analyze.store import RunStore
+from cl_analyze.store import RunStore, run_lock
 from cl_analyze.sweep import (
     SWEEP_JSON,
     combination_name,
@@ -165,13 +165,9 @@ def test_rerun_must_describe_the_same_sweep(tiny_sweep: Path) -> None:
     with pytest.raises(CLAnalyzeError, match=r"--lr 0\.1 contradicts"):
         run_sweep(sweep_spec([], fixed={"lr": 0.1}, out=tiny_sweep, quiet=True))
     # A live coordinator (this test process stands in for one) keeps a second one out.
-    lock = tiny_sweep / "sweep.lock"
-    lock.write_text(f"{os.getpid()} {socket.gethostname()} sweep\n")
-    try:
-        with pytest.raises(CLAnalyzeError, match=f"sweep, pid {os.getpid()}"):
-            run_sweep(sweep_spec([], out=tiny_sweep, quiet=True))
-    finally:
-        lock.unlink()
+    busy = pytest.raises(CLAnalyzeError, match=f"sweep, pid {os.getpid()}")
+    with run_lock(tiny_sweep, "sweep", lock_name="sweep.lock"), busy:
+        run_sweep(sweep_spec([], out=tiny_sweep, quiet=True))
 
 
 def test_interrupted_sweep_resumes_and_failures_do_not_stop_others(tmp_path: Path) -> None:
