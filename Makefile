@@ -35,6 +35,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check cl_analyze tests benchmarks
 	$(BIN)/ruff format --check cl_analyze tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run

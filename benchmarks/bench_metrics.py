@@ -18,7 +18,8 @@ from typing import Any, TypeVar
 import numpy as np
 from sklearn.metrics import silhouette_samples
 
-from cl_analyze.metrics import silhouette, split_metrics
+from cl_analyze.metrics import split_metrics
+from cl_analyze.metrics.silhouette import silhouette
 
 T = TypeVar("T")
 

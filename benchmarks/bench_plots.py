@@ -3,7 +3,7 @@
 Baseline (what a straightforward script does, e.g. the reference repository's --plot): a new
 figure each frame, one ``plt.scatter`` per class and panel, titles, legend, draw, grab pixels.
 cl-analyze: the figure is built once; a frame restores the saved background, writes the points'
-pixels with numpy and draws only centers and titles (``cl_analyze.animate.FrameRenderer``).
+pixels with numpy and draws only centers and titles (``cl_analyze.viz.animate.FrameRenderer``).
 
 Run: python -m benchmarks.run plots
 """
@@ -22,9 +22,9 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 
-from cl_analyze.animate import FrameRenderer, write_animation
-from cl_analyze.figures import class_colors, figure_style, robust_limits
-from cl_analyze.plots import PlotRun, square_limits
+from cl_analyze.viz.animate import FrameRenderer, write_animation
+from cl_analyze.viz.runs import PlotRun, square_limits
+from cl_analyze.viz.style import class_colors, figure_style, robust_limits
 
 POINTS = 10_000
 CLASSES = 10

@@ -25,7 +25,7 @@ from cl_analyze.config import TrainConfig
 from cl_analyze.data import load_dataset
 from cl_analyze.models import LeNetPlusPlus
 from cl_analyze.progress import Reporter
-from cl_analyze.train import TrainState, evaluate, train_one_epoch
+from cl_analyze.training import TrainState, evaluate, train_one_epoch
 
 IMAGES = int(os.environ.get("BENCH_IMAGES", "2048"))
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from cl_analyze.config import TrainConfig
 from cl_analyze.store import RunStore, lock_holder
-from cl_analyze.train import fit
+from cl_analyze.training.fit import fit
 
 CONFIG = TrainConfig(
     dataset="mnist-5k",

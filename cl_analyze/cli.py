@@ -137,8 +137,9 @@ def train(
     """Train LeNet++ with softmax or softmax + center loss, recording every epoch."""
     from cl_analyze.config import TrainConfig
     from cl_analyze.progress import Reporter
-    from cl_analyze.stopping import TrainingStopped
-    from cl_analyze.train import fit, next_run_dir, stored_config
+    from cl_analyze.training.fit import fit, stored_config
+    from cl_analyze.training.run_folder import next_run_dir
+    from cl_analyze.training.stopping import TrainingStopped
 
     given = _train_options(locals())
     if resume is not None:
@@ -199,8 +200,8 @@ def embed_command(
     quiet: Annotated[bool, typer.Option(help="plain log lines, no progress bar")] = False,
 ) -> None:
     """Embed a dataset split or an image folder with a trained checkpoint into a run store."""
-    from cl_analyze.embed import EmbedConfig, embed
     from cl_analyze.progress import Reporter
+    from cl_analyze.training.embed import EmbedConfig, embed
 
     config = EmbedConfig(
         run=run,
@@ -255,8 +256,8 @@ def plot(
     quiet: Annotated[bool, typer.Option(help="plain log lines, no progress bar")] = False,
 ) -> None:
     """Scatter, curve, center and heatmap figures (PNG + PDF) and a side-by-side animation."""
-    from cl_analyze.plots import PlotOptions, parse_dims, parse_epochs, parse_formats, plot_runs
     from cl_analyze.progress import Reporter
+    from cl_analyze.viz.plot import PlotOptions, parse_dims, parse_epochs, parse_formats, plot_runs
 
     options = PlotOptions(
         out=out,
@@ -306,9 +307,9 @@ def report(
     """Write a report (index.html, report.md, summary.json, metrics.csv) on one or more runs.
 
     The last line printed is the path of index.html."""
-    from cl_analyze.plots import parse_epochs
     from cl_analyze.progress import Reporter
     from cl_analyze.report import ReportOptions, build_report
+    from cl_analyze.viz.plot import parse_epochs
 
     options = ReportOptions(
         out=out,

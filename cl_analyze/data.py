@@ -21,6 +21,8 @@ import torch
 from cl_analyze.errors import CLAnalyzeError
 
 DATASETS = ("mnist-5k", "mnist", "fashion-mnist")
+IMAGE_SIZE = (28, 28)
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -287,3 +289,57 @@ def _load_idx_dataset(name: str, data_dir: Path, *, download: bool) -> Dataset:
         mean=mean,
         std=std,
     )
+
+
+# --- a folder of images, one subfolder per class ----------------------------------------------
+
+
+def load_image_folder(
+    folder: Path, model_classes: tuple[str, ...]
+) -> tuple[Split, tuple[str, ...]]:
+    """ImageFolder layout: one subfolder per class. Subfolders named after the model's classes
+    keep those labels; otherwise the sorted subfolders are the classes, in order."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not folder.is_dir():
+        raise CLAnalyzeError(f"--images {folder} is not a folder: pass a folder of class folders")
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise CLAnalyzeError(
+            f"--images {folder} has no class subfolders: put images in FOLDER/<class>/*.png"
+        )
+    if set(classes) <= set(model_classes):
+        class_names, label_of = model_classes, {c: model_classes.index(c) for c in classes}
+    elif len(classes) == len(model_classes):
+        class_names, label_of = tuple(classes), {c: i for i, c in enumerate(classes)}
+    else:
+        raise CLAnalyzeError(
+            f"--images {folder} has {len(classes)} class folders but the model has"
+            f" {len(model_classes)} classes: name the folders after its classes"
+            f" ({', '.join(model_classes)}) or give one folder per class"
+        )
+    images: list[np.ndarray] = []
+    labels: list[int] = []
+    for name in classes:
+        for path in sorted((folder / name).iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(path) as image:
+                    gray = image.convert("L")
+                    if gray.size != IMAGE_SIZE:
+                        gray = gray.resize(IMAGE_SIZE, Image.Resampling.BILINEAR)
+                    images.append(np.asarray(gray, dtype=np.uint8))
+            except (OSError, UnidentifiedImageError) as error:
+                raise CLAnalyzeError(
+                    f"cannot read image {path} ({error}): remove it or replace it"
+                ) from error
+            labels.append(label_of[name])
+    if not images:
+        raise CLAnalyzeError(f"--images {folder} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    split = Split(
+        torch.from_numpy(np.stack(images)),
+        torch.tensor(labels, dtype=torch.int64),
+        torch.arange(len(labels)),
+    )
+    return split, class_names

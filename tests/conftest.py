@@ -10,7 +10,7 @@ import pytest
 matplotlib.use("Agg")
 
 from cl_analyze.config import TrainConfig
-from cl_analyze.train import fit
+from cl_analyze.training.fit import fit
 
 TINY = dict(
     dataset="mnist-5k",

@@ -1,0 +1,77 @@
+"""What a report is built with: the options asked for, the folder being written, its blocks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.findings import (
+    DEFAULT_LAST_K,
+    DEFAULT_THRESHOLD,
+)
+from cl_analyze.progress import Reporter
+from cl_analyze.report.document import Block
+from cl_analyze.report.runs import RunData
+
+if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are slow to load
+    pass
+
+
+REPORT_FORMAT = "cl-analyze-report"
+
+
+REPORT_VERSION = 1
+
+
+FIGURES = "figures"
+
+
+DEFAULT_REPORTS = Path("reports")
+
+
+@dataclass(frozen=True)
+class ReportOptions:
+    """What `cl-analyze report` was asked for."""
+
+    out: Path | None = None  # default: reports/<first run's folder name>
+    # Scatter epochs: numbers or first/peak/last; default: start, threshold, peak, last.
+    epochs: tuple[int | str, ...] | None = None
+    last_k: int = DEFAULT_LAST_K
+    threshold: float = DEFAULT_THRESHOLD
+    allow_mixed: bool = False
+    animation: bool = True
+    figures: bool = True  # False: text, tables and data only (fast)
+    max_points: int = 2000  # per scatter panel / animation frame
+    style: str = "slides"
+
+    def __post_init__(self) -> None:
+        if self.last_k < 1:
+            raise CLAnalyzeError(f"--last-k must be >= 1, got {self.last_k}")
+        if not 0 < self.threshold <= 1:
+            raise CLAnalyzeError(
+                f"--threshold must be an accuracy in (0, 100]%, got {self.threshold}"
+            )
+        if self.max_points < 1:
+            raise CLAnalyzeError(f"--max-points must be >= 1, got {self.max_points}")
+        if self.out is not None and self.out.exists() and not self.out.is_dir():
+            raise CLAnalyzeError(f"--out {self.out} is a file: pass a folder for the report")
+
+
+@dataclass
+class ReportBuild:
+    """A report being written into a temporary folder."""
+
+    folder: Path
+    options: ReportOptions
+    runs: list[RunData]
+    blocks: list[Block] = field(default_factory=list)
+    omitted: list[str] = field(default_factory=list)  # sections left out, with why
+    reporter: Reporter | None = None
+
+    def figure_path(self, name: str) -> tuple[Path, str]:
+        relative = f"{FIGURES}/{name}"
+        path = self.folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path, relative

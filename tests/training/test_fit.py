@@ -1,0 +1,187 @@
+"""Training end to end on the embedded mnist-5k: complete stores, determinism, resume after kill."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import tiny_config
+
+from cl_analyze.config import TrainConfig
+from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.store import RunStore
+from cl_analyze.training import next_run_dir
+from cl_analyze.training.checkpoints import load_checkpoint
+from cl_analyze.training.fit import fit
+
+
+def test_center_run_writes_a_complete_store(center_run: Path) -> None:
+    config = tiny_config(loss="center")
+    with RunStore(center_run) as store:
+        assert store.rows == config.epochs + 1
+        assert store.epochs.tolist() == [0, 1, 2]
+        assert store.features("train").shape == (3, 300, 2)
+        assert store.features("test").shape == (3, 100, 2)
+        assert store.predictions("test").shape == (3, 100)
+        assert store.centers().shape == (3, 10, 2)
+        assert store.class_names == list("0123456789")
+        assert TrainConfig.from_dict(store.config) == config
+        history = store.history
+        assert math.isnan(history["train_loss_ce"][0]) and history["lr"].tolist() == [0.01] * 3
+        # test accuracy is what the stored predictions say
+        labels = store.labels("test")
+        for r in range(store.rows):
+            expected = (store.predictions("test", r) == labels).mean()
+            assert history["test_accuracy"][r] == pytest.approx(expected)
+        assert np.all(np.isfinite(store.features("train")))
+        assert store.attrs["torch_version"] == str(torch.__version__)
+    assert json.loads((center_run / "config.json").read_text()) == config.to_dict()
+    payload = torch.load(center_run / "last.pt", weights_only=True)  # plain weights-only load
+    assert payload["epoch"] == 2 and TrainConfig.from_dict(payload["config"]) == config
+    assert (center_run / "best.pt").is_file()
+
+
+def test_stored_features_are_the_checkpoint_models_features(center_run: Path) -> None:
+    from cl_analyze.data import load_dataset, normalise
+    from cl_analyze.training.checkpoints import model_from_checkpoint
+
+    model, config = model_from_checkpoint(load_checkpoint(center_run / "last.pt"))
+    dataset = load_dataset(
+        config.dataset, limit_train=config.limit_train, limit_test=config.limit_test
+    )
+    model.eval()
+    with torch.no_grad():
+        features, _ = model(normalise(dataset.test.images, dataset.mean, dataset.std))
+    with RunStore(center_run) as store:
+        assert np.allclose(store.features("test", -1), features.numpy(), atol=1e-5)
+
+
+def test_centers_move_during_training_and_softmax_has_none(
+    center_run: Path, softmax_run: Path
+) -> None:
+    with RunStore(center_run) as store:
+        centers = store.centers()
+        assert not np.allclose(centers[0], centers[-1])
+    with RunStore(softmax_run) as store:
+        assert store.centers() is None
+        assert np.all(np.isnan(store.history["train_loss_center"]))
+
+
+def test_deterministic_runs_are_bit_identical(tmp_path: Path, center_run: Path) -> None:
+    fit(tiny_config(loss="center"), tmp_path / "again")
+    with RunStore(center_run) as first, RunStore(tmp_path / "again") as second:
+        assert np.array_equal(first.features("train"), second.features("train"))
+        assert np.array_equal(first.centers(), second.centers())
+
+
+def test_paper_update_trains(tmp_path: Path) -> None:
+    fit(tiny_config(loss="center", center_update="paper", epochs=1), tmp_path / "paper")
+    with RunStore(tmp_path / "paper") as store:
+        centers = store.centers()
+        assert store.rows == 2 and not np.allclose(centers[0], centers[1])
+        assert store.history["center_lr"][0] == 0.5  # alpha is the centers' rate
+
+
+def test_no_embed_stores_test_predictions_only(tmp_path: Path) -> None:
+    fit(tiny_config(loss="softmax", epochs=1, embed=False), tmp_path / "lean")
+    with RunStore(tmp_path / "lean") as store:
+        assert store.rows == 2 and not store.has_features("train")
+        assert store.predictions("test").shape == (2, 100)
+        with pytest.raises(CLAnalyzeError, match="--all-checkpoints"):
+            store.features("train")
+
+
+def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
+    """kill -9 mid-run leaves a readable store; --resume then matches a run never stopped."""
+    config = tiny_config(loss="center", epochs=4, limit_train=256)
+    interrupted = tmp_path / "interrupted"
+    command = [sys.executable, "-m", "cl_analyze", "train", "--quiet", "--out", str(interrupted)]
+    for key, value in config.to_dict().items():
+        if key in ("embed", "download"):
+            continue
+        if isinstance(value, bool):
+            command.append(
+                f"--{key.replace('_', '-')}" if value else f"--no-{key.replace('_', '-')}"
+            )
+        elif value is not None:
+            command += [f"--{key.replace('_', '-')}", str(value)]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    rows = 0
+    while time.time() < deadline and process.poll() is None:
+        try:
+            with RunStore(interrupted) as store:
+                rows = store.rows
+        except CLAnalyzeError:
+            rows = 0
+        if rows >= 2:
+            break
+        time.sleep(0.05)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    assert 2 <= rows <= 4, "the run should have been killed mid-way"
+    with RunStore(interrupted) as store:  # the killed writer's file opens and holds its epochs
+        assert store.rows >= rows
+        assert np.all(np.isfinite(store.features("train")))
+
+    fit(config, interrupted, resume=True)
+    fit(config, tmp_path / "straight")
+    with RunStore(interrupted) as a, RunStore(tmp_path / "straight") as b:
+        assert a.epochs.tolist() == b.epochs.tolist() == [0, 1, 2, 3, 4]
+        assert np.array_equal(a.features("train"), b.features("train"))
+        assert np.array_equal(a.features("test"), b.features("test"))
+        assert np.array_equal(a.centers(), b.centers())
+        assert np.array_equal(a.history["test_accuracy"], b.history["test_accuracy"])
+
+
+def test_resume_extends_a_finished_run(tmp_path: Path) -> None:
+    config = tiny_config(loss="softmax", epochs=1)
+    fit(config, tmp_path / "run")
+    fit(config.replace(epochs=2), tmp_path / "run", resume=True)
+    with RunStore(tmp_path / "run") as store:
+        assert store.epochs.tolist() == [0, 1, 2]
+        assert store.config["epochs"] == 2
+
+
+def test_existing_run_is_never_overwritten_silently(center_run: Path) -> None:
+    with pytest.raises(CLAnalyzeError, match="already holds a run"):
+        fit(tiny_config(), center_run)
+
+
+def test_resume_needs_a_run(tmp_path: Path) -> None:
+    with pytest.raises(CLAnalyzeError, match="no run there"):
+        fit(tiny_config(), tmp_path, resume=True)
+
+
+def test_config_contradicting_the_resumed_run_is_refused(center_run: Path) -> None:
+    stored = TrainConfig.from_dict(load_checkpoint(center_run / "last.pt")["config"])
+    with pytest.raises(CLAnalyzeError, match=r"--lr 0\.5 contradicts"):
+        stored.merge_for_resume({"lr": 0.5})
+    assert stored.merge_for_resume({"epochs": 9, "lr": stored.lr}).epochs == 9
+
+
+def test_next_run_dir_claims_increasing_numbers(tmp_path: Path) -> None:
+    (tmp_path / "run7").mkdir()
+    (tmp_path / "other").mkdir()
+    assert next_run_dir(tmp_path).name == "run8"
+    assert next_run_dir(tmp_path).name == "run9"
+
+
+@pytest.mark.gpu
+def test_cuda_training_matches_cpu_features_closely(tmp_path: Path) -> None:
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    fit(tiny_config(loss="center", epochs=1, device="cuda"), tmp_path / "gpu")
+    fit(tiny_config(loss="center", epochs=1, device="cpu"), tmp_path / "cpu")
+    with RunStore(tmp_path / "gpu") as gpu, RunStore(tmp_path / "cpu") as cpu:
+        assert np.allclose(gpu.features("test", 0), cpu.features("test", 0), atol=1e-3)
+        assert gpu.attrs["device"].startswith("cuda")
