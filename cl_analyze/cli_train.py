@@ -46,6 +46,7 @@ from cl_analyze.cli_options import (
     config_file_options,
     given_options,
 )
+from cl_analyze.config import TrainConfig
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.sweep.grid import BACKENDS
 
@@ -113,7 +114,6 @@ def train(
     quiet: QuietOption = False,
 ) -> None:
     """Train LeNet++ with softmax or softmax + center loss, recording every epoch."""
-    from cl_analyze.config import TrainConfig
     from cl_analyze.progress import Reporter
     from cl_analyze.training.fit import fit, stored_config
     from cl_analyze.training.run_folder import next_run_dir

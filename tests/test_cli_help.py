@@ -117,6 +117,28 @@ def test_version_names_package_torch_and_hardware() -> None:
         assert "no GPU visible" in line or "no CUDA" in line
 
 
+@pytest.mark.parametrize(
+    ("available", "cuda", "expected"),
+    [
+        (True, "13.0", "CUDA 13.0, 2 GPUs (NVIDIA H200),"),
+        (False, "13.0", "CUDA 13.0 build, no GPU visible,"),
+        (False, None, "torch 2.9.0+cpu, no CUDA,"),
+    ],
+)
+def test_version_line_on_each_kind_of_machine(
+    available: bool, cuda: str | None, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The GPU branches, on machines this suite cannot count on: torch's answers stand in."""
+    monkeypatch.setattr(torch, "__version__", "2.9.0+cpu" if cuda is None else "2.9.0+cu130")
+    monkeypatch.setattr(torch.version, "cuda", cuda)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: available)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=0: "NVIDIA H200")
+    monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
+    line = cli.version_line()
+    assert expected in line and line.endswith(", CPU capability AVX512)")
+
+
 def complete(words: str) -> list[str]:
     """What bash completion offers after ``words`` (Typer's completion protocol, no shell)."""
     env = {
