@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -17,6 +19,8 @@ PRECISIONS = ("fp32", "bf16")
 KEEP_CHECKPOINTS = ("last", "all")
 # Options that may change when a run is resumed: they do not alter what was already trained.
 RESUME_OVERRIDABLE = frozenset({"epochs", "device", "keep_checkpoints", "data_dir", "download"})
+# Where the data lives and what runs the code: set per machine (CL_ANALYZE_DATA, _DEVICE).
+MACHINE_OPTIONS = frozenset({"data_dir", "download", "device"})
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,23 @@ class TrainConfig:
     def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
+    def command_line(self) -> str:
+        """The `cl-analyze train` command that trains this config again.
+
+        Every option is written out, so a default changed by a later version cannot change the
+        rerun; the per-machine ones (data folder, download, device) are left to the machine."""
+        words = ["cl-analyze", "train"]
+        for field in fields(self):
+            value = getattr(self, field.name)
+            if field.name in MACHINE_OPTIONS or value is None:
+                continue
+            flag = field.name.replace("_", "-")
+            if isinstance(value, bool):
+                words.append(f"--{flag}" if value else f"--no-{flag}")
+            else:
+                words += [f"--{flag}", shlex.quote(str(value))]
+        return " ".join(words)
+
     def merge_for_resume(self, given: dict[str, Any]) -> TrainConfig:
         """This (stored) config with the options given on a resume; a contradiction is an error."""
         for name, value in given.items():
@@ -115,6 +136,18 @@ class TrainConfig:
             )
         overrides = {k: v for k, v in given.items() if k in RESUME_OVERRIDABLE}
         return self.replace(**overrides)
+
+
+def command_line_of(stored: Mapping[str, Any]) -> str | None:
+    """The rerun command of a stored run config; None when it is not a TrainConfig's (a store
+    that ``RunWriter`` wrote for another model's embeddings)."""
+    names = {field.name for field in fields(TrainConfig)}
+    if not stored or not set(stored) <= names:
+        return None
+    try:
+        return TrainConfig(**stored).command_line()
+    except (CLAnalyzeError, TypeError):
+        return None
 
 
 def _choice(flag: str, value: str, choices: tuple[str, ...]) -> None:

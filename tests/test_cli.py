@@ -55,10 +55,13 @@ def test_cli_two_epoch_run_yields_a_complete_store(
 
 
 BAD_INPUT = [
-    (["--dataset", "cifar"], "unknown dataset 'cifar'"),
-    (["--loss", "triplet"], "unknown loss 'triplet'"),
+    (["--dataset", "cifar"], "'cifar' is not one of mnist-5k, mnist, fashion-mnist"),
+    (["--loss", "triplet"], "'triplet' is not one of softmax, center"),
     (["--device", "tpu"], "unknown device 'tpu'"),
-    (["--center-update", "adam"], "unknown center-update 'adam'"),
+    (["--center-update", "adam"], "'adam' is not one of sgd, paper"),
+    (["--loss", "centre"], "did you mean 'center'?"),
+    (["--epochs", "ten"], "Invalid value for '--epochs'"),
+    (["--bogus"], "No such option: --bogus"),
     (["--epochs", "0"], "--epochs must be > 0"),
     (["--batch-size", "-1"], "--batch-size must be > 0"),
     (["--lr", "0"], "--lr must be > 0"),

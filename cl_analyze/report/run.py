@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from cl_analyze.config import command_line_of
 from cl_analyze.findings import (
     METRIC_WORDS,
     compare_runs,
@@ -157,6 +158,7 @@ def setup_section(build: ReportBuild) -> None:
         row("torch version", lambda run: run.attrs.get("torch_version")),
         row("created", lambda run: run.attrs.get("created")),
         row("folder", lambda run: str(run.run_dir)),
+        row("rerun with", lambda run: command_line_of(run.config)),
     ]
     blocks.append(Table(columns, tuple(setup_rows)))
     keys = sorted({key for run in runs for key in run.config})

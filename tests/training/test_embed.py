@@ -96,7 +96,6 @@ def test_all_checkpoints_rebuilds_a_no_embed_run(center_run: Path, tmp_path: Pat
         (["embed", "{run}", "--checkpoint", "77"], "no checkpoint for epoch 77"),
         (["embed", "{run}", "--checkpoint", "newest"], "unknown checkpoint"),
         (["embed", "{run}", "--images", "{tmp}/bad-images"], "class folders but the model has"),
-        (["embed", "{run}", "--split", "val"], "unknown split"),
     ],
 )
 def test_bad_input_is_one_line_error(

@@ -420,7 +420,6 @@ def test_run_still_being_written_plots_its_completed_epochs(tmp_path: Path) -> N
         (lambda tmp: write_store(tmp / "r"), ["--epochs", "7"], "epoch 7 is in no run"),
         (lambda tmp: write_store(tmp / "d1", dim=1), [], "dimension 1"),
         (lambda tmp: write_store(tmp / "r"), ["--dims", "0,0"], "one dimension twice"),
-        (lambda tmp: write_store(tmp / "r"), ["--split", "valid"], "--split"),
         (lambda tmp: write_store(tmp / "r"), ["--formats", "avi"], "--formats"),
     ],
 )
