@@ -11,7 +11,7 @@ import typer
 from cl_analyze.cli_help import Command, Group, choice_parser
 from cl_analyze.cli_options import DATA_ENV, DEVICE_ENV, Dataset, parse_device
 from cl_analyze.cli_train import sweep, train
-from cl_analyze.data import DATASETS
+from cl_analyze.config import DATASETS
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.store import SPLITS
 

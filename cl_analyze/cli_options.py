@@ -18,10 +18,16 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeAlias
 import typer
 
 from cl_analyze.cli_help import choice_parser
-from cl_analyze.config import KEEP_CHECKPOINTS, LOSSES, MACHINE_OPTIONS, PRECISIONS, TrainConfig
-from cl_analyze.data import DATASETS
+from cl_analyze.config import (
+    CENTER_UPDATES,
+    DATASETS,
+    KEEP_CHECKPOINTS,
+    LOSSES,
+    MACHINE_OPTIONS,
+    PRECISIONS,
+    TrainConfig,
+)
 from cl_analyze.errors import CLAnalyzeError
-from cl_analyze.losses import CENTER_UPDATES
 
 ARTIFACTS_ENV = "CL_ANALYZE_ARTIFACTS"
 DATA_ENV = "CL_ANALYZE_DATA"

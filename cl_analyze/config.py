@@ -8,12 +8,14 @@ import math
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
-from typing import Any
+from typing import Any, Literal
 
-from cl_analyze.data import DATASETS
 from cl_analyze.errors import CLAnalyzeError
-from cl_analyze.losses import CENTER_UPDATES
 
+# The choices of a run live here, free of torch, so `cl-analyze --help` and completion start fast.
+DATASETS = ("mnist-5k", "mnist", "fashion-mnist")
+CenterUpdate = Literal["sgd", "paper"]
+CENTER_UPDATES: tuple[CenterUpdate, ...] = ("sgd", "paper")
 LOSSES = ("softmax", "center")
 PRECISIONS = ("fp32", "bf16")
 KEEP_CHECKPOINTS = ("last", "all")

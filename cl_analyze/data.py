@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cl_analyze.config import DATASETS
 from cl_analyze.errors import CLAnalyzeError
 
-DATASETS = ("mnist-5k", "mnist", "fashion-mnist")
 IMAGE_SIZE = (28, 28)
 IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"})
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

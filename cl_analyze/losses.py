@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch
 from torch import nn
 
-CenterUpdate = Literal["sgd", "paper"]
-CENTER_UPDATES: tuple[CenterUpdate, ...] = ("sgd", "paper")
+from cl_analyze.config import CENTER_UPDATES, CenterUpdate
 
 
 class CenterLoss(nn.Module):

@@ -12,9 +12,14 @@ import torch
 from typer.testing import CliRunner
 
 from cl_analyze import __version__, cli
-from cl_analyze.config import KEEP_CHECKPOINTS, LOSSES, PRECISIONS, TrainConfig
-from cl_analyze.data import DATASETS
-from cl_analyze.losses import CENTER_UPDATES
+from cl_analyze.config import (
+    CENTER_UPDATES,
+    DATASETS,
+    KEEP_CHECKPOINTS,
+    LOSSES,
+    PRECISIONS,
+    TrainConfig,
+)
 
 runner = CliRunner()
 COMMANDS = ("train", "embed", "plot", "report", "sweep")

@@ -8,17 +8,24 @@ locally (``local``) or as Ray tasks (``ray``). Rerunning a sweep skips complete 
 interrupted ones from their ``last.pt``.
 """
 
-from cl_analyze.sweep.driver import run_sweep
-from cl_analyze.sweep.grid import SweepSpec, sweep_spec
-from cl_analyze.sweep.state import SWEEP_JSON, SweepInfo, SweepResult, SweepRun, load_sweep
+import importlib
+from typing import Any
 
-__all__ = [
-    "SWEEP_JSON",
-    "SweepInfo",
-    "SweepResult",
-    "SweepRun",
-    "SweepSpec",
-    "load_sweep",
-    "run_sweep",
-    "sweep_spec",
-]
+# Resolved on first use, so that `cl-analyze --help` reading `sweep.grid` does not load torch.
+_EXPORTS = {
+    "SWEEP_JSON": "state",
+    "SweepInfo": "state",
+    "SweepResult": "state",
+    "SweepRun": "state",
+    "load_sweep": "state",
+    "SweepSpec": "grid",
+    "sweep_spec": "grid",
+    "run_sweep": "driver",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
