@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -67,6 +69,9 @@ class RayBackend:
             ) from None
         self._ray = ray
         self._owns_ray = False
+        self._in_flight: dict[Any, str] = {}
+        # ray.init installs its own SIGTERM handler and ray.shutdown leaves it: put ours back.
+        self._handlers = _signal_handlers()
         if not ray.is_initialized():
             options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
             init_errors: tuple[type[Exception], ...] = (*INIT_ERRORS, ray.exceptions.RayError)
@@ -76,6 +81,7 @@ class RayBackend:
                 else:
                     ray.init(address=address, **options)
             except init_errors as error:
+                _restore_signal_handlers(self._handlers)
                 first_line = (str(error).splitlines() or [type(error).__name__])[0]
                 raise CLAnalyzeError(
                     f"cannot start or join Ray at {address or 'a local instance'} ({first_line}):"
@@ -98,7 +104,6 @@ class RayBackend:
         self._remote = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=1, max_retries=0)(
             train_combination
         )
-        self._in_flight: dict[Any, str] = {}
 
     def start(self, task: RunTask) -> str:
         task = dataclasses.replace(task, device=self._device, threads=self._threads)
@@ -147,3 +152,16 @@ class RayBackend:
         if self._owns_ray:
             self._ray.shutdown()
             self._owns_ray = False
+            _restore_signal_handlers(self._handlers)
+
+
+def _signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread handles signals (and may set handlers)
+    return {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    for number, handler in handlers.items():
+        if handler is not None:  # None: a handler not installed from Python, nothing to restore
+            signal.signal(number, handler)

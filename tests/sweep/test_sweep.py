@@ -342,6 +342,19 @@ def test_ray_sweep_on_a_local_cluster(tmp_path: Path) -> None:
             assert store.config["seed"] == run.values["seed"]
 
 
+@pytest.mark.slow  # starts a local Ray
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_ray_without_a_gpu_refuses_device_cuda_in_one_line() -> None:
+    pytest.importorskip("ray")
+    import ray
+
+    from cl_analyze.sweep.ray import RayBackend
+
+    with pytest.raises(CLAnalyzeError, match="the Ray cluster has no GPU"):
+        RayBackend(address=None, jobs=1, device="cuda")
+    assert not ray.is_initialized()  # the Ray it started for the call is shut down again
+
+
 @pytest.mark.gpu
 def test_local_sweep_gives_each_worker_a_gpu(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
