@@ -247,6 +247,21 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_scratch(
     assert not list(run.glob("*partial*")) and not (run / "run.lock").exists()
 
 
+def test_resume_never_starts_again_over_a_store_it_cannot_read(
+    first_epoch_run: Path, tmp_path: Path
+) -> None:
+    """Without last.pt a run restarts only if its store shows nothing trained; a store that
+    does not read shows nothing, and must not be taken for empty (and replaced)."""
+    run = tmp_path / "run"
+    shutil.copytree(first_epoch_run, run)
+    (run / "last.pt").unlink()
+    os.truncate(run / "run.h5", (run / "run.h5").stat().st_size // 2)
+    damaged = (run / "run.h5").read_bytes()
+    with pytest.raises(CLAnalyzeError, match=r"run\.h5 is damaged: it is truncated"):
+        fit(tiny_config(loss="center", epochs=1), run, resume=True)
+    assert (run / "run.h5").read_bytes() == damaged
+
+
 # --- 5: the write flag of a killed writer is cleared by the next command -----------------------
 
 
