@@ -20,7 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
-from cl_analyze.atomic import partial_path
+from cl_analyze.atomic import atomic_path, partial_path
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.progress import Reporter
 from cl_analyze.viz.runs import PlotRun
@@ -186,9 +186,9 @@ class GifSink:
         durations = [step_ms] * (len(self._frames) - 1) + [max(step_ms, 1000 * LAST_FRAME_HOLD_S)]
         first, *rest = self._frames
         self._frames = []
-        try:
+        with atomic_path(self.path) as temporary:
             first.save(
-                self._partial,
+                temporary,
                 format="GIF",
                 save_all=True,
                 append_images=rest,
@@ -196,10 +196,6 @@ class GifSink:
                 loop=0,
                 optimize=False,
             )
-            os.replace(self._partial, self.path)
-        except BaseException:
-            self.abort()
-            raise
 
     def abort(self) -> None:
         self._frames = []
