@@ -25,6 +25,7 @@ demo: $(STAMP)
 	$(BIN)/cl-analyze train --loss center --center-weight 0.1 $(DEMO_TRAIN) --out artifacts/demo-center
 	$(BIN)/cl-analyze report artifacts/demo-softmax artifacts/demo-center --out reports/demo
 
+# The default set (a few minutes on a 2-core CPU); test-all adds the tests marked slow.
 test: $(STAMP)
 	$(BIN)/pytest -q
 

@@ -6,8 +6,8 @@ seeded permutation: no per-sample PIL transforms and no DataLoader workers on th
 
 from __future__ import annotations
 
-import contextlib
 import gzip
+import http.client
 import importlib.resources
 import os
 import struct
@@ -81,10 +81,6 @@ class Dataset:
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
-
-    @property
-    def image_size(self) -> tuple[int, int]:
-        return (int(self.train.images.shape[1]), int(self.train.images.shape[2]))
 
     def split(self, name: str) -> Split:
         if name not in ("train", "test"):
@@ -239,6 +235,12 @@ def read_idx(path: Path) -> np.ndarray:
         ) from error
 
 
+# What a failed torchvision download raises: the network and the disk (URLError, timeouts, a
+# read-only folder: OSError; a dropped connection: HTTPException), every mirror failing or a
+# checksum mismatch (RuntimeError), a truncated archive (EOFError).
+DOWNLOAD_ERRORS = (OSError, RuntimeError, EOFError, http.client.HTTPException)
+
+
 def _download(name: str, data_dir: Path) -> None:
     import torchvision
 
@@ -249,16 +251,20 @@ def _download(name: str, data_dir: Path) -> None:
 
 def _load_idx_dataset(name: str, data_dir: Path, *, download: bool) -> Dataset:
     folder = find_idx_folder(name, data_dir)
+    failure = ""
     if folder is None and download:
-        # Any network or mirror failure falls through to the clear message below.
-        with contextlib.suppress(Exception):
+        try:
             _download(name, data_dir)
+        except DOWNLOAD_ERRORS as error:
+            # The clear message below says what to do; the first line of the cause goes with it.
+            failure = f" ({(str(error).strip().splitlines() or [type(error).__name__])[0]})"
         folder = find_idx_folder(name, data_dir)
     if folder is None:
         files = ", ".join(stem + "[.gz]" for pair in IDX_FILES.values() for stem in pair)
         hint = " or `apt-get install dataset-fashion-mnist`" if name == "fashion-mnist" else ""
+        attempt = f"could not be downloaded{failure}" if download else "--no-download was given"
         raise CLAnalyzeError(
-            f"{name} not found and could not be downloaded: put {files} in "
+            f"{name} not found and {attempt}: put {files} in "
             f"{data_dir}{os.sep} (or pass --data-dir FOLDER){hint}; offline, --dataset mnist-5k"
             " needs no files"
         )
@@ -298,7 +304,8 @@ def load_image_folder(
     folder: Path, model_classes: tuple[str, ...]
 ) -> tuple[Split, tuple[str, ...]]:
     """ImageFolder layout: one subfolder per class. Subfolders named after the model's classes
-    keep those labels; otherwise the sorted subfolders are the classes, in order."""
+    keep those labels; when none is, the sorted subfolders are the classes, in order (their
+    names become the class names). A mix of both is refused: it would mislabel silently."""
     from PIL import Image, UnidentifiedImageError
 
     if not folder.is_dir():
@@ -308,15 +315,23 @@ def load_image_folder(
         raise CLAnalyzeError(
             f"--images {folder} has no class subfolders: put images in FOLDER/<class>/*.png"
         )
-    if set(classes) <= set(model_classes):
+    named = [c for c in classes if c in model_classes]
+    if len(named) == len(classes):
         class_names, label_of = model_classes, {c: model_classes.index(c) for c in classes}
+    elif named:
+        others = [c for c in classes if c not in model_classes]
+        raise CLAnalyzeError(
+            f"--images {folder}: class folders {_listed(named)} are classes of the model but"
+            f" {_listed(others)} are not: name every folder after one of its classes"
+            f" ({_listed(model_classes)}), or none of them"
+        )
     elif len(classes) == len(model_classes):
         class_names, label_of = tuple(classes), {c: i for i, c in enumerate(classes)}
     else:
         raise CLAnalyzeError(
             f"--images {folder} has {len(classes)} class folders but the model has"
             f" {len(model_classes)} classes: name the folders after its classes"
-            f" ({', '.join(model_classes)}) or give one folder per class"
+            f" ({_listed(model_classes)}) or give one folder per class"
         )
     images: list[np.ndarray] = []
     labels: list[int] = []
@@ -343,3 +358,8 @@ def load_image_folder(
         torch.arange(len(labels)),
     )
     return split, class_names
+
+
+def _listed(names: tuple[str, ...] | list[str], most: int = 10) -> str:
+    shown = ", ".join(names[:most])
+    return shown + (", ..." if len(names) > most else "")

@@ -22,6 +22,7 @@ def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
     return info.value.code, capsys.readouterr().err
 
 
+@pytest.mark.slow  # 512 images x 2 epochs; fast: tests/training/test_train_command.py
 def test_cli_two_epoch_run_yields_a_complete_store(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -155,3 +155,30 @@ def test_fashion_mnist_is_found_in_debians_folder(tmp_path: Path) -> None:
     assert np.bincount(dataset.test.labels.numpy()).tolist() == [1000] * 10
     mean = dataset.train.images.float().mean().item() / 255
     assert mean == pytest.approx(dataset.mean, abs=1e-3)
+
+
+def test_a_failed_download_says_why_and_other_errors_are_not_hidden(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import urllib.error
+
+    import cl_analyze.data as data
+
+    def offline(name: str, data_dir: Path) -> None:
+        raise urllib.error.URLError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(data, "_download", offline)
+    with pytest.raises(CLAnalyzeError) as info:
+        load_dataset("mnist", tmp_path / "empty")
+    message = str(info.value)
+    assert "\n" not in message
+    assert "could not be downloaded (<urlopen error [Errno -3] Temporary failure" in message
+    with pytest.raises(CLAnalyzeError, match="not found and --no-download was given"):
+        load_dataset("mnist", tmp_path / "empty", download=False)
+
+    def broken(name: str, data_dir: Path) -> None:
+        raise TypeError("a bug, not a network failure")
+
+    monkeypatch.setattr(data, "_download", broken)
+    with pytest.raises(TypeError, match="a bug"):  # no longer swallowed by `except Exception`
+        load_dataset("mnist", tmp_path / "empty")

@@ -163,11 +163,15 @@ def load_metrics(run: Path | str, *, reporter: Reporter | None = None) -> pd.Dat
 def export_metrics_csv(
     run: Path | str, path: Path | str, *, reporter: Reporter | None = None
 ) -> Path:
-    """Write the tidy metrics table (epoch,split,metric,class,value) as CSV; returns the path."""
+    """Write the tidy metrics table (epoch,split,metric,class,value) as CSV, whole or not at
+    all; returns the path."""
     target = Path(path)
+    frame = load_metrics(run, reporter=reporter)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        load_metrics(run, reporter=reporter).to_csv(target, index=False)
+        with atomic_path(target) as temporary:
+            frame.to_csv(temporary, index=False)
     except OSError as error:
-        raise CLAnalyzeError(f"cannot write {target} ({error}): pick a writable path") from error
+        reason = error.strerror or type(error).__name__
+        raise CLAnalyzeError(f"cannot write {target} ({reason}): pick a writable path") from None
     return target

@@ -10,6 +10,7 @@ The folder is built next to its destination and swapped in whole: a reader never
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import math
 import os
@@ -112,9 +113,8 @@ def _sweep_of(run_dirs: Sequence[Path]) -> _Sweep | None:
 
 
 def _with_plot_defaults(action: Callable[[], None]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")  # never open a window, even on a desktop
+    # Figures are drawn on their own Agg canvases, never through pyplot: no window opens, and the
+    # process's matplotlib backend stays whatever the caller (a notebook) chose.
     action()
 
 
@@ -157,7 +157,10 @@ def _building(out: Path) -> Iterator[Path]:
     """A temporary sibling folder, swapped in for ``out`` only once everything is written."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix=f".{out.name}.building-", dir=out.parent))
+        _recover_interrupted_builds(out)
+        folder = Path(
+            tempfile.mkdtemp(prefix=f".{out.name}.building-{os.getpid()}-", dir=out.parent)
+        )
     except OSError as error:
         raise CLAnalyzeError(
             f"cannot write a report next to {out} ({error}): pick a writable --out"
@@ -175,6 +178,31 @@ def _building(out: Path) -> Iterator[Path]:
     finally:
         if folder.exists():
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def _recover_interrupted_builds(out: Path) -> None:
+    """Tidy what a killed report left beside ``out``: a half-built folder goes; a previous
+    report moved aside for the swap comes back when the new one never arrived, else goes.
+    Folders of a builder still running (its pid is in the name) are left alone."""
+    for leftover in sorted(out.parent.glob(f".{glob.escape(out.name)}.*-*")):
+        kind, _, rest = leftover.name[len(out.name) + 2 :].partition("-")
+        pid = rest.split("-")[0]
+        if kind not in ("building", "old") or not pid.isdigit() or _process_alive(int(pid)):
+            continue
+        if kind == "old" and not out.exists():
+            os.replace(leftover, out)
+        else:
+            shutil.rmtree(leftover, ignore_errors=True)
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 def _json_number(value: float) -> float | None:

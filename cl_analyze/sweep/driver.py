@@ -38,6 +38,10 @@ from cl_analyze.sweep.task import Backend, RunTask, WorkerResult, raise_keyboard
 SWEEP_LOCK = "sweep.lock"
 
 
+# The action of a run the sweep found unreadable: recorded as failed, its files left alone.
+REFUSED = "refused"
+
+
 POLL_SECONDS = 1.0
 
 
@@ -167,30 +171,60 @@ def _initial_run(
     run = SweepRun(
         name=name, folder=folder, values=values, log=sweep_dir / LOGS_DIR / f"{name}.log"
     )
-    rows = _complete_rows(folder)
+    rows, store_problem = _stored_rows(folder)
     if rows is not None and rows >= config.epochs + 1:
         return dataclasses.replace(run, state="done", action="skipped")
     if writer_alive(folder):
         raise CLAnalyzeError(
             f"{folder} is being trained by another process: wait for it or stop it"
         )
-    if (folder / STORE_NAME).exists() or (folder / LAST).exists():
-        # Never deleted: `fit` resumes from last.pt, starts again a run killed before its first
-        # checkpoint, and fails with the reason (recorded) on a store it cannot read.
-        return dataclasses.replace(run, action="resume")
-    return dataclasses.replace(run, action="train")
+    if not (folder / STORE_NAME).exists() and not (folder / LAST).exists():
+        return dataclasses.replace(run, action="train")
+    # Never handed to `fit` unless both files read: a run it cannot read is reported, never
+    # restarted (a restart would replace the store and the checkpoints).
+    problem = store_problem or _checkpoint_problem(folder / LAST)
+    if problem is not None:
+        error = f"left untouched: {problem}"
+        _append_to_log(run, error)
+        return dataclasses.replace(run, state="failed", action=REFUSED, error=error)
+    # `fit` resumes from last.pt, or starts again a run killed before its first checkpoint.
+    return dataclasses.replace(run, action="resume")
 
 
-def _complete_rows(folder: Path) -> int | None:
+def _stored_rows(folder: Path) -> tuple[int | None, str | None]:
+    """(complete rows, None) for a readable store, (None, why) for one that cannot be read,
+    (None, None) without a store."""
     from cl_analyze.store import STORE_NAME, RunStore
 
-    if not (folder / STORE_NAME).is_file():
-        return None
+    if not (folder / STORE_NAME).exists():
+        return None, None
     try:
         with RunStore(folder) as store:
-            return store.rows
-    except CLAnalyzeError:
+            return store.rows, None
+    except (CLAnalyzeError, OSError) as error:
+        return None, str(error)
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    from cl_analyze.training.checkpoints import load_checkpoint
+
+    if not path.exists():
         return None
+    try:
+        load_checkpoint(path)
+    except CLAnalyzeError as error:
+        return str(error)
+    return None
+
+
+def _append_to_log(run: SweepRun, line: str) -> None:
+    """The run's log says why the sweep left it alone (the CLI points at the log)."""
+    if run.log is None:
+        return
+    with contextlib.suppress(OSError):
+        run.log.parent.mkdir(parents=True, exist_ok=True)
+        with run.log.open("a") as log:
+            log.write(f"[sweep] {line}\n")
 
 
 def _read_progress(folder: Path) -> Progress | None:
@@ -230,7 +264,7 @@ def _drive(
     index = {run.name: i for i, run in enumerate(runs)}
     epochs = {run.name: config.epochs for run, config in zip(runs, configs, strict=True)}
     progress: dict[str, Progress] = {}
-    todo = [run.name for run in runs if run.state != "done"]
+    todo = [run.name for run in runs if run.action in ("train", "resume")]
     for run in runs:
         if run.state == "done":
             seen = _read_progress(run.folder)
@@ -253,6 +287,8 @@ def _drive(
     for run in runs:
         if run.action == "skipped":
             log.line(f"{run.name}: complete, skipped")
+        elif run.action == REFUSED:
+            log.finished(run)
     interrupted = False
     with (
         _sigterm_as_interrupt(),
@@ -306,7 +342,7 @@ def _checked(result: WorkerResult, folder: Path, epochs: int) -> WorkerResult:
     """A worker that says done must have left every row."""
     if result.state != "done":
         return result
-    rows = _complete_rows(folder)
+    rows, _ = _stored_rows(folder)
     if rows != epochs + 1:
         return WorkerResult(
             "failed", f"worker finished but the store holds {rows} of {epochs + 1} rows"

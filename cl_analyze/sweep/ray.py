@@ -10,7 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+import signal
 import socket
+import threading
 import time
 from typing import Any
 
@@ -24,6 +26,9 @@ from cl_analyze.sweep.task import (
 )
 
 CONNECT_TIMEOUT_SECONDS = 3.0
+# What ray.init raises for an unreachable or mismatched cluster or bad options (beside RayError):
+# ConnectionError and timeouts are OSErrors; a version mismatch or a second init, RuntimeError.
+INIT_ERRORS: tuple[type[Exception], ...] = (OSError, RuntimeError, ValueError)
 # Addresses Ray resolves itself (RAY_ADDRESS, the latest local cluster): nothing to probe.
 SELF_RESOLVED = ("auto", "local")
 
@@ -64,14 +69,19 @@ class RayBackend:
             ) from None
         self._ray = ray
         self._owns_ray = False
+        self._in_flight: dict[Any, str] = {}
+        # ray.init installs its own SIGTERM handler and ray.shutdown leaves it: put ours back.
+        self._handlers = _signal_handlers()
         if not ray.is_initialized():
             options: dict[str, Any] = {"log_to_driver": False, "logging_level": logging.WARNING}
+            init_errors: tuple[type[Exception], ...] = (*INIT_ERRORS, ray.exceptions.RayError)
             try:
                 if address is None:
                     ray.init(num_cpus=jobs or 1, include_dashboard=False, **options)
                 else:
                     ray.init(address=address, **options)
-            except Exception as error:
+            except init_errors as error:
+                _restore_signal_handlers(self._handlers)
                 first_line = (str(error).splitlines() or [type(error).__name__])[0]
                 raise CLAnalyzeError(
                     f"cannot start or join Ray at {address or 'a local instance'} ({first_line}):"
@@ -94,7 +104,6 @@ class RayBackend:
         self._remote = ray.remote(num_gpus=1 if use_gpu else 0, num_cpus=1, max_retries=0)(
             train_combination
         )
-        self._in_flight: dict[Any, str] = {}
 
     def start(self, task: RunTask) -> str:
         task = dataclasses.replace(task, device=self._device, threads=self._threads)
@@ -114,7 +123,7 @@ class RayBackend:
     def _result(self, ref: Any) -> WorkerResult:
         try:
             result = self._ray.get(ref)
-        except Exception as error:  # a crashed worker or node, a cancelled task
+        except self._ray.exceptions.RayError as error:  # a crashed worker or node, a cancel
             first_line = (str(error).splitlines() or [""])[0]
             return WorkerResult("failed", f"{type(error).__name__}: {first_line}")
         if not isinstance(result, WorkerResult):
@@ -125,14 +134,16 @@ class RayBackend:
         """Cancel gently first (KeyboardInterrupt in the task, so its store closes and its
         lock goes), then by force: a lock left on another node would block a resume."""
         refs = list(self._in_flight)
+        # A task that already finished, or a cluster already gone, is no reason to stop stopping.
+        gone = (self._ray.exceptions.RayError, ValueError)
         for ref in refs:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*gone):
                 self._ray.cancel(ref, force=False)
         if refs:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*gone):
                 self._ray.wait(refs, num_returns=len(refs), timeout=STOP_GRACE_SECONDS)
         for ref in refs:
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(*gone):
                 self._ray.cancel(ref, force=True)
         self._in_flight.clear()
 
@@ -141,3 +152,16 @@ class RayBackend:
         if self._owns_ray:
             self._ray.shutdown()
             self._owns_ray = False
+            _restore_signal_handlers(self._handlers)
+
+
+def _signal_handlers() -> dict[int, Any]:
+    if threading.current_thread() is not threading.main_thread():
+        return {}  # only the main thread handles signals (and may set handlers)
+    return {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+
+
+def _restore_signal_handlers(handlers: dict[int, Any]) -> None:
+    for number, handler in handlers.items():
+        if handler is not None:  # None: a handler not installed from Python, nothing to restore
+            signal.signal(number, handler)

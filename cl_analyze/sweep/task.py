@@ -42,12 +42,8 @@ def train_combination(task: RunTask) -> WorkerResult:
     from cl_analyze.training.fit import fit, stored_config
 
     run_dir = Path(task.run_dir)
-    with _output_to(Path(task.log_path)):
+    with _output_to(Path(task.log_path)), _threads(task.threads):
         try:
-            import torch
-
-            if task.threads is not None:
-                torch.set_num_threads(task.threads)
             config = TrainConfig.from_dict({**task.config, "device": task.device})
             print(f"[sweep] {task.action} {task.name} on {task.device}", flush=True)
             if task.action == "resume":
@@ -61,11 +57,28 @@ def train_combination(task: RunTask) -> WorkerResult:
             )
         except KeyboardInterrupt:
             return WorkerResult("interrupted", "stopped by the sweep")
-        except Exception as error:
+        except Exception as error:  # a worker reports every failure instead of dying with it
             traceback.print_exc()
             text = str(error).splitlines()[0] if str(error) else ""
             return WorkerResult("failed", f"{type(error).__name__}: {text}".rstrip(": "))
     return WorkerResult("done")
+
+
+@contextlib.contextmanager
+def _threads(count: int | None) -> Iterator[None]:
+    """torch's thread count for one task, restored after: a Ray worker process is reused for
+    later tasks, which must not inherit it."""
+    if count is None:
+        yield
+        return
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
 
 
 @contextlib.contextmanager

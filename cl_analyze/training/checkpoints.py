@@ -33,6 +33,13 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     if not path.is_file():
         raise CLAnalyzeError(f"no checkpoint at {path}: train the run first, or pick another one")
+    if not zipfile.is_zipfile(path):
+        # torch.save writes a zip archive; anything else (garbage, a cut file) would reach the
+        # legacy unpickler, whose errors on junk are arbitrary (KeyError, IndexError, ...).
+        raise CLAnalyzeError(
+            f"cannot read checkpoint {path} (not a complete torch archive): the file is damaged"
+            " or not from cl-analyze; use another checkpoint"
+        )
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:

@@ -231,6 +231,12 @@ def embed_checkpoint(config: EmbedConfig, reporter: Reporter) -> Path:
     device = resolve_device(config.device)
     payload, model, precision = _load_model(checkpoint, device)
     images = _checkpoint_inputs(config, payload)
+    if config.images is not None and images.class_names != tuple(payload["class_names"]):
+        reporter.log(
+            f"note: the class folders of {config.images} are not the model's classes: folder i"
+            " (in sorted order) is labelled class i, and the stored accuracy compares it with"
+            " the model's class i"
+        )
     epoch = int(payload["epoch"])
     split_name = "test" if config.images is not None else config.split
     out = config.out or config.run / f"embed-{_slug(images.name)}-{split_name}-epoch{epoch}.h5"

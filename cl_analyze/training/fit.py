@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,10 +57,13 @@ HISTORY_NAMES = (
 )
 
 
+CUBLAS_WORKSPACE = "CUBLAS_WORKSPACE_CONFIG"
+
+
 def configure_determinism(config: TrainConfig) -> None:
     if config.deterministic:
         # cuBLAS needs this set before its first use to be deterministic.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        os.environ.setdefault(CUBLAS_WORKSPACE, ":4096:8")
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
@@ -68,6 +72,33 @@ def configure_determinism(config: TrainConfig) -> None:
         if torch.are_deterministic_algorithms_enabled():
             torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.benchmark = True
+
+
+@contextlib.contextmanager
+def process_state_restored() -> Iterator[None]:
+    """Put back what training changes for the whole process (the determinism switches, cuDNN's
+    autotuning, cuBLAS's workspace variable, the global RNG that seeds the model): a notebook's
+    or a reused sweep worker's later work must not run under a finished run's settings."""
+    deterministic = torch.are_deterministic_algorithms_enabled()
+    warn_only = torch.is_deterministic_algorithms_warn_only_enabled()
+    cudnn = torch.backends.cudnn
+    benchmark, cudnn_deterministic = cudnn.benchmark, cudnn.deterministic
+    workspace = os.environ.get(CUBLAS_WORKSPACE)
+    cuda_rng = list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
+    with torch.random.fork_rng(devices=cuda_rng):
+        try:
+            yield
+        finally:
+            if (deterministic, warn_only) != (
+                torch.are_deterministic_algorithms_enabled(),
+                torch.is_deterministic_algorithms_warn_only_enabled(),
+            ):
+                torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+            cudnn.benchmark, cudnn.deterministic = benchmark, cudnn_deterministic
+            if workspace is None:
+                os.environ.pop(CUBLAS_WORKSPACE, None)
+            else:
+                os.environ[CUBLAS_WORKSPACE] = workspace
 
 
 def stored_config(run_dir: Path) -> TrainConfig:
@@ -110,7 +141,7 @@ def fit(
         raise CLAnalyzeError(
             f"cannot create {run_dir} ({error.strerror}): pass another --out"
         ) from None
-    with run_lock(run_dir, "train"), stopping.stop_on_signals():
+    with run_lock(run_dir, "train"), stopping.stop_on_signals(), process_state_restored():
         remove_stale_partials(run_dir)
         if overwrite and not resume:
             clear_run(run_dir)
@@ -161,9 +192,10 @@ def _fit_locked(
         elapsed_before = float(payload["elapsed_s"])
         writer = RunWriter.resume(store_file, keep_rows=start_epoch, config=config.to_dict())
         if writer.rows < start_epoch:
+            rows = writer.rows  # read before closing: a closed file has no attributes
             writer.close()
             raise CLAnalyzeError(
-                f"{store_file} holds {writer.rows} epochs but {LAST} is at epoch"
+                f"{store_file} holds {rows} epochs but {LAST} is at epoch"
                 f" {start_epoch - 1}: the store is damaged; start again with --overwrite"
             )
     else:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 from cl_analyze.errors import CLAnalyzeError
@@ -115,7 +114,7 @@ def check_restartable(run_dir: Path) -> None:
     killed before its first checkpoint); otherwise last.pt went missing and that is an error."""
     rows = 0
     if (run_dir / STORE_NAME).is_file():
-        with contextlib.suppress(CLAnalyzeError), RunStore(run_dir) as store:
+        with RunStore(run_dir) as store:  # a store it cannot read is an error, never replaced
             rows = store.rows
     if rows > 1:
         raise CLAnalyzeError(

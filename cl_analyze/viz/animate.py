@@ -9,6 +9,8 @@ pixel palette image, since Pillow writes a GIF only once it has every frame.
 
 from __future__ import annotations
 
+import contextlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
@@ -18,6 +20,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from PIL import Image
 
+from cl_analyze.atomic import atomic_path, partial_path
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.progress import Reporter
 from cl_analyze.viz.runs import PlotRun
@@ -142,11 +145,16 @@ class FrameRenderer:
 
 
 class FrameSink(Protocol):
+    """An encoder writing ``path`` whole or not at all: frames go to a partial file that
+    ``close`` renames into place and ``abort`` removes (any earlier file at ``path`` stays)."""
+
     path: Path
 
     def add(self, frame: np.ndarray) -> None: ...
 
     def close(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class GifSink:
@@ -162,6 +170,7 @@ class GifSink:
         self.fps = fps
         self._mapper: PaletteMapper | None = None
         self._frames: list[Image.Image] = []
+        self._partial = partial_path(path)
 
     def add(self, frame: np.ndarray) -> None:
         if self._mapper is None:
@@ -176,10 +185,21 @@ class GifSink:
         step_ms = 1000.0 / self.fps
         durations = [step_ms] * (len(self._frames) - 1) + [max(step_ms, 1000 * LAST_FRAME_HOLD_S)]
         first, *rest = self._frames
-        first.save(
-            self.path, save_all=True, append_images=rest, duration=durations, loop=0, optimize=False
-        )
         self._frames = []
+        with atomic_path(self.path) as temporary:
+            first.save(
+                temporary,
+                format="GIF",
+                save_all=True,
+                append_images=rest,
+                duration=durations,
+                loop=0,
+                optimize=False,
+            )
+
+    def abort(self) -> None:
+        self._frames = []
+        self._partial.unlink(missing_ok=True)
 
 
 def _rgb_keys(rgb: np.ndarray) -> np.ndarray:
@@ -232,8 +252,9 @@ class Mp4Sink:
         import imageio_ffmpeg
 
         self.path = path
+        self._partial = partial_path(path)  # keeps .mp4: ffmpeg picks the container by it
         self._writer: Any = imageio_ffmpeg.write_frames(
-            str(path),
+            str(self._partial),
             size,
             fps=fps,
             codec="libx264",
@@ -250,7 +271,18 @@ class Mp4Sink:
         self._writer.send(np.ascontiguousarray(frame))
 
     def close(self) -> None:
-        self._writer.close()
+        try:
+            self._writer.close()  # waits for ffmpeg to finish the file
+            os.replace(self._partial, self.path)
+        except BaseException:
+            self.abort()
+            raise
+
+    def abort(self) -> None:
+        # ffmpeg may already have failed (a full disk): its partial file goes anyway.
+        with contextlib.suppress(OSError, RuntimeError):
+            self._writer.close()
+        self._partial.unlink(missing_ok=True)
 
 
 def write_animation(
@@ -293,8 +325,7 @@ def write_animation(
     except BaseException:
         # An interrupted animation must not be left looking complete.
         for sink in sinks:
-            sink.close()
-            sink.path.unlink(missing_ok=True)
+            sink.abort()
         raise
     finally:
         renderer.close()

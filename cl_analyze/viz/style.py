@@ -17,6 +17,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.figure import Figure
 
+from cl_analyze.atomic import atomic_path
 from cl_analyze.errors import CLAnalyzeError
 
 FIGURE_FORMATS = ("png", "pdf")
@@ -157,14 +158,16 @@ def robust_limits(
 def save_figure(
     figure: Figure, stem: Path, style: FigureStyle, formats: tuple[str, ...] = FIGURE_FORMATS
 ) -> list[Path]:
-    """Write ``stem.png`` (raster for the web) and ``stem.pdf`` (vector for the paper)."""
+    """Write ``stem.png`` (raster for the web) and ``stem.pdf`` (vector for the paper), each
+    whole or not at all."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     with style.context():
         for extension in formats:
             path = stem.with_suffix(f".{extension}")
             dpi = style.png_dpi if extension == "png" else "figure"
-            figure.savefig(path, dpi=dpi, metadata=_metadata(extension))
+            with atomic_path(path) as temporary:
+                figure.savefig(temporary, format=extension, dpi=dpi, metadata=_metadata(extension))
             written.append(path)
     return written
 

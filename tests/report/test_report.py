@@ -299,6 +299,7 @@ def test_cli_prints_the_index_path_last(planted_runs: tuple[Path, Path], tmp_pat
     assert isinstance(bad.exception, CLAnalyzeError) and "--epochs 99" in str(bad.exception)
 
 
+@pytest.mark.slow  # a browser; fast: test_page_parses_and_every_reference_exists
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium is not installed")
 def test_headless_screenshot_is_not_blank(two_run_report: Path, tmp_path: Path) -> None:
     from PIL import Image

@@ -122,3 +122,93 @@ def test_run_lock_admits_one_writer_and_takes_over_a_dead_ones(tmp_path: Path) -
     assert not writer_alive(tmp_path)
     with run_lock(tmp_path, "metrics"):
         assert "metrics" in (tmp_path / "run.lock").read_text()
+
+
+# --- the schema as the reader checks it --------------------------------------------------------
+
+ROOT_ATTRIBUTES = {  # the README's table of root attributes, and their types
+    "format": str,
+    "schema_version": int,
+    "epochs_complete": int,
+    "config": str,
+    "dataset": str,
+    "class_names": str,
+    "num_classes": int,
+    "feat_dim": int,
+    "package_version": str,
+    "torch_version": str,
+    "device": str,
+    "hardware": str,
+    "hostname": str,
+    "created": str,
+}
+
+
+def test_a_trained_store_has_every_documented_root_attribute(center_run: Path) -> None:
+    import torch
+
+    import cl_analyze
+
+    with h5py.File(center_run / "run.h5", "r") as handle:
+        attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in handle.attrs.items()}
+    for name, kind in ROOT_ATTRIBUTES.items():
+        assert isinstance(attrs.get(name), kind), name
+    assert (attrs["format"], attrs["schema_version"]) == ("cl-analyze-run", 1)
+    assert attrs["epochs_complete"] == 3 and attrs["num_classes"] == 10 and attrs["feat_dim"] == 2
+    assert json.loads(attrs["class_names"]) == list("0123456789")
+    assert json.loads(attrs["config"])["loss"] == "center"
+    assert attrs["package_version"] == cl_analyze.__version__
+    assert attrs["torch_version"] == str(torch.__version__)
+    assert attrs["hostname"] == socket.gethostname() and attrs["device"] == "cpu"
+
+
+@pytest.mark.parametrize("version", [0, 1, 2])
+def test_schema_version_is_checked_against_what_the_reader_supports(
+    tmp_path: Path, version: int
+) -> None:
+    from cl_analyze.store import SCHEMA_VERSION
+
+    with make_writer(tmp_path / "run.h5") as writer:
+        writer.append_epoch(0, **row(0))
+    with h5py.File(tmp_path / "run.h5", "r+") as handle:
+        handle.attrs["schema_version"] = version
+    if version <= SCHEMA_VERSION:
+        with RunStore(tmp_path) as store:
+            assert store.schema_version == version and store.rows == 1
+        return
+    with pytest.raises(CLAnalyzeError) as info:
+        RunStore(tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "upgrade cl-analyze" in message
+    assert (
+        f"schema version {version}, newer than this cl-analyze reads ({SCHEMA_VERSION})" in message
+    )
+
+
+def test_rows_beyond_the_complete_ones_and_missing_splits_are_one_line(tmp_path: Path) -> None:
+    labels = np.array([0, 1, 1])
+    with RunWriter.create(
+        tmp_path / "run.h5",
+        dataset="toy",
+        class_names=["a", "b"],
+        feat_dim=2,
+        splits={"test": (labels, np.arange(3))},
+        history_names=["test_accuracy"],
+        with_centers=False,
+    ) as writer:
+        for epoch in range(3):
+            writer.append_epoch(
+                epoch,
+                scalars={"test_accuracy": 0.5},
+                features={"test": np.full((3, 2), epoch, dtype=np.float32)},
+                predictions={"test": labels},
+            )
+    with RunStore(tmp_path) as store:
+        assert store.features("test", -1)[0].tolist() == [2, 2]  # counted from the end
+        for row in (3, -4):
+            with pytest.raises(CLAnalyzeError, match=f"row {row} is not complete .*3 rows"):
+                store.features("test", row)
+        with pytest.raises(CLAnalyzeError, match=r"holds no 'train' split \(it has test\)"):
+            store.labels("train")
+        with pytest.raises(CLAnalyzeError, match="no train features"):
+            store.features("train")

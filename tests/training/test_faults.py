@@ -16,7 +16,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import KILLED, die, run_forked, tiny_config
 
 from cl_analyze import cli
 from cl_analyze.config import TrainConfig
@@ -34,7 +33,7 @@ from cl_analyze.training.fit import fit
 
 CLI = [sys.executable, "-m", "cl_analyze"]
 # The smallest run that still trains: seconds on any CPU.
-SMALL = ["--dataset", "mnist-5k", "--limit-train", "128", "--limit-test", "64", "--lr", "0.01"]
+SMALL = ["--dataset", "mnist-5k", "--limit-train", "64", "--limit-test", "32", "--lr", "0.01"]
 SMALL += ["--device", "cpu", "--quiet", "--deterministic"]
 
 
@@ -75,30 +74,31 @@ def write_store(path: Path, epochs: int = 2) -> None:
             )
 
 
-KILLED_WRITER = textwrap.dedent(
-    """
-    import os, sys
-    import numpy as np
-    from cl_analyze.store import RunWriter
-    labels = np.array([0, 1, 1])
-    writer = RunWriter.create(
-        sys.argv[1], dataset="toy", class_names=["a", "b"], feat_dim=2,
-        splits={"test": (labels, np.arange(3))}, history_names=["test_accuracy"],
-        with_centers=False,
-    )
-    for epoch in range(int(sys.argv[2])):
-        writer.append_epoch(
-            epoch, scalars={"test_accuracy": 0.5},
-            features={"test": np.full((3, 2), epoch, dtype=np.float32)},
-            predictions={"test": labels},
-        )
-    os._exit(0)  # a kill -9: no close, the SWMR writer's flag stays set
-    """
-)
-
-
 def killed_writer_store(path: Path, epochs: int = 3) -> None:
-    subprocess.run([sys.executable, "-c", KILLED_WRITER, str(path), str(epochs)], check=True)
+    """A store whose writer was killed (kill -9) after ``epochs`` complete epochs: no close,
+    so HDF5's SWMR-writer flag stays set in the file."""
+
+    def write_then_die() -> None:
+        labels = np.array([0, 1, 1])
+        writer = RunWriter.create(
+            path,
+            dataset="toy",
+            class_names=["a", "b"],
+            feat_dim=2,
+            splits={"test": (labels, np.arange(3))},
+            history_names=["test_accuracy"],
+            with_centers=False,
+        )
+        for epoch in range(epochs):
+            writer.append_epoch(
+                epoch,
+                scalars={"test_accuracy": 0.5},
+                features={"test": np.full((3, 2), epoch, dtype=np.float32)},
+                predictions={"test": labels},
+            )
+        die()
+
+    assert run_forked(write_then_die) == KILLED
 
 
 # --- 1, 2: --out and --overwrite never touch what is not a run ---------------------------------
@@ -146,20 +146,6 @@ def test_overwrite_of_a_real_run_replaces_only_its_files(center_run: Path, tmp_p
 
 # --- 3: a damaged store fails fast, never hangs ------------------------------------------------
 
-READ_TRUNCATED = textwrap.dedent(
-    """
-    import sys, time
-    from cl_analyze.errors import CLAnalyzeError
-    from cl_analyze.store import RunStore
-    start = time.monotonic()
-    try:
-        RunStore(sys.argv[1]).close()
-        print("opened")
-    except CLAnalyzeError as error:
-        print(f"{time.monotonic() - start:.1f} {error}")
-    """
-)
-
 
 @pytest.mark.parametrize("writer", ["closed", "killed"])
 @pytest.mark.parametrize("keep", [0.5, 0.97])
@@ -170,15 +156,20 @@ def test_a_truncated_store_fails_fast(tmp_path: Path, writer: str, keep: float) 
     else:
         killed_writer_store(path, epochs=40)
     os.truncate(path, int(path.stat().st_size * keep))
-    # In a subprocess with a time limit: the bug was HDF5 retrying for many minutes.
-    result = subprocess.run(
-        [sys.executable, "-c", READ_TRUNCATED, str(path)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    seconds, _, message = result.stdout.partition(" ")
-    assert "damaged" in message or "cannot open" in message, result.stdout + result.stderr
+    outcome = tmp_path / "outcome.txt"
+
+    def read() -> None:
+        start = time.monotonic()
+        try:
+            RunStore(path).close()
+            outcome.write_text("opened")
+        except CLAnalyzeError as error:
+            outcome.write_text(f"{time.monotonic() - start:.1f} {error}")
+
+    # In a child with a time limit: the bug was HDF5 retrying for many minutes.
+    assert run_forked(read, timeout=120) == 0
+    seconds, _, message = outcome.read_text().partition(" ")
+    assert "damaged" in message or "cannot open" in message, outcome.read_text()
     assert float(seconds) < 10
 
 
@@ -197,61 +188,51 @@ def test_a_truncated_store_is_a_one_line_error_for_report_and_resume(
         assert_one_line(err, "run.h5", "truncated")
 
 
-def test_stale_partial_files_are_removed_on_the_next_start(tmp_path: Path) -> None:
+def test_stale_partial_files_are_removed_on_the_next_start(
+    first_epoch_run: Path, tmp_path: Path
+) -> None:
     run = tmp_path / "run"
-    fit(tiny_config(loss="softmax", epochs=1, limit_train=128, limit_test=64), run)
+    shutil.copytree(first_epoch_run, run)
     stale = ["last.partial.pt", "run.partial.h5", "run.h5.rebuild", "best.pt.tmp"]
     for name in stale:
         (run / name).write_bytes(b"x" * 3_000_000)  # what a kill or a full disk left
-    fit(tiny_config(loss="softmax", epochs=2, limit_train=128, limit_test=64), run, resume=True)
+    fit(tiny_config(loss="center", epochs=2), run, resume=True)
     assert sorted(p.name for p in run.iterdir()) == ["best.pt", "config.json", "last.pt", "run.h5"]
 
 
 # --- 4: kill -9 at the moment the store appears ------------------------------------------------
 
-KILL_IN_CREATE = textwrap.dedent(
-    """
-    import os, sys
-    from cl_analyze.store import RunWriter
-    from cl_analyze.training.fit import fit
-    from cl_analyze.config import TrainConfig
+
+def killed_in_create(config: TrainConfig, run: Path) -> None:
     layout = RunWriter._layout
-    def dying_layout(handle, **kwargs):
+
+    def dying_layout(handle: h5py.File, **kwargs: object) -> None:
         layout(handle, **kwargs)
         handle.flush()
-        os._exit(9)  # killed while the new store's file exists but is not yet complete
-    RunWriter._layout = staticmethod(dying_layout)
-    fit(TrainConfig(**{k: v for k, v in __import__("json").loads(sys.argv[2]).items()}),
-        __import__("pathlib").Path(sys.argv[1]))
-    """
-)
+        die()  # killed while the new store's file exists but is not yet complete
 
-KILL_BEFORE_CHECKPOINT = textwrap.dedent(
-    """
-    import os, sys, json, pathlib
+    RunWriter._layout = staticmethod(dying_layout)  # type: ignore[method-assign]  # child only
+    fit(config, run)
+
+
+def killed_before_checkpoint(config: TrainConfig, run: Path) -> None:
     import cl_analyze.training.fit as training
-    from cl_analyze.config import TrainConfig
-    def dying_save(path, payload):
-        os._exit(9)  # killed after epoch 0 is stored, before its checkpoint
-    training.save_checkpoint = dying_save
-    training.fit(TrainConfig(**json.loads(sys.argv[2])), pathlib.Path(sys.argv[1]))
-    """
-)
+
+    def dying_save(path: Path, payload: object) -> None:
+        die()  # killed after epoch 0 is stored, before its checkpoint
+
+    training.save_checkpoint = dying_save  # type: ignore[assignment]  # child only
+    fit(config, run)
 
 
-@pytest.mark.parametrize("script", [KILL_IN_CREATE, KILL_BEFORE_CHECKPOINT])
+@pytest.mark.parametrize("kill", [killed_in_create, killed_before_checkpoint])
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_scratch(
-    tmp_path: Path, script: str
+    tmp_path: Path, first_epoch_run: Path, kill
 ) -> None:
-    config = tiny_config(loss="center", epochs=1, limit_train=128, limit_test=64)
+    config = tiny_config(loss="center", epochs=1)
     run = tmp_path / "run"
-    killed = subprocess.run(
-        [sys.executable, "-c", script, str(run), json.dumps(config.to_dict())],
-        capture_output=True,
-        text=True,
-    )
-    assert killed.returncode == 9, killed.stderr
-    if script == KILL_IN_CREATE:
+    assert run_forked(lambda: kill(config, run)) == KILLED
+    if kill is killed_in_create:
         # No store that HDF5 cannot open: only the partial file, which a new run cleans up.
         assert not (run / "run.h5").exists()
         fit(config, run)
@@ -259,11 +240,26 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_scratch(
         with h5py.File(run / "run.h5", "r", swmr=True) as handle:
             assert handle.attrs["epochs_complete"] == 1
         fit(config, run, resume=True)
-    fit(config, tmp_path / "straight")
-    with RunStore(run) as a, RunStore(tmp_path / "straight") as b:
+    # The same as the same command never killed.
+    with RunStore(run) as a, RunStore(first_epoch_run) as b:
         assert a.epochs.tolist() == b.epochs.tolist() == [0, 1]
         assert np.array_equal(a.features("test"), b.features("test"))
     assert not list(run.glob("*partial*")) and not (run / "run.lock").exists()
+
+
+def test_resume_never_starts_again_over_a_store_it_cannot_read(
+    first_epoch_run: Path, tmp_path: Path
+) -> None:
+    """Without last.pt a run restarts only if its store shows nothing trained; a store that
+    does not read shows nothing, and must not be taken for empty (and replaced)."""
+    run = tmp_path / "run"
+    shutil.copytree(first_epoch_run, run)
+    (run / "last.pt").unlink()
+    os.truncate(run / "run.h5", (run / "run.h5").stat().st_size // 2)
+    damaged = (run / "run.h5").read_bytes()
+    with pytest.raises(CLAnalyzeError, match=r"run\.h5 is damaged: it is truncated"):
+        fit(tiny_config(loss="center", epochs=1), run, resume=True)
+    assert (run / "run.h5").read_bytes() == damaged
 
 
 # --- 5: the write flag of a killed writer is cleared by the next command -----------------------
@@ -320,6 +316,7 @@ def wait_for_rows(run: Path, process: subprocess.Popen[str], rows: int) -> None:
     raise AssertionError(f"no {rows} rows: {process.poll()} {process.stderr}")
 
 
+@pytest.mark.slow  # a real process signalled; fast: test_train_command.py, in-process
 @pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
 def test_a_signal_stops_training_within_the_epoch_and_says_what_is_saved(
     tmp_path: Path, signal_number: int
@@ -425,19 +422,43 @@ def _limit_file_size() -> None:
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a failed write, not a killed process
 
 
-@pytest.mark.parametrize("resume", [False, True])
-def test_a_full_disk_is_one_line_and_the_run_resumes(tmp_path: Path, resume: bool) -> None:
+def test_a_full_disk_is_one_line_and_the_run_resumes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     run = tmp_path / "run"
-    if resume:
-        subprocess.run([*CLI, "train", *SMALL, "--epochs", "1", "--out", str(run)], check=True)
-        command = [*CLI, "train", "--resume", str(run), "--epochs", "2"]
-    else:
-        command = [*CLI, "train", *SMALL, "--epochs", "2", "--out", str(run)]
+    output = tmp_path / "output.txt"
+
+    def train_on_a_full_disk() -> None:
+        _limit_file_size()  # in the forked child only
+        sys.argv = ["cl-analyze", "train", *SMALL, "--epochs", "1", "--out", str(run)]
+        cli.main()
+
+    assert run_forked(train_on_a_full_disk, output=output) == 2, output.read_text()
+    saved = "no trained epoch is saved yet"
+    assert_one_line(
+        output.read_text(), "cannot write", ".pt", saved, f"--resume {run}", after_progress=True
+    )
+    assert not list(run.glob("*partial*")) and not (run / "run.lock").exists()
+    code, err = run_main(monkeypatch, capsys, "train", "--resume", str(run))
+    assert code in (0, None), err
+    with RunStore(run) as store:
+        assert store.epochs.tolist() == [0, 1]
+
+
+@pytest.mark.slow  # three real processes; fast: the forked full-disk test above
+def test_a_full_disk_while_resuming_is_one_line_and_the_run_resumes(tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    subprocess.run([*CLI, "train", *SMALL, "--epochs", "1", "--out", str(run)], check=True)
+    command = [*CLI, "train", "--resume", str(run), "--epochs", "2"]
     full = subprocess.run(command, capture_output=True, text=True, preexec_fn=_limit_file_size)
     assert full.returncode == 2, full.stderr
-    saved = "1 trained epoch is saved" if resume else "no trained epoch is saved yet"
     assert_one_line(
-        full.stderr, "cannot write", ".pt", saved, f"--resume {run}", after_progress=True
+        full.stderr,
+        "cannot write",
+        ".pt",
+        "1 trained epoch is saved",
+        f"--resume {run}",
+        after_progress=True,
     )
     assert not list(run.glob("*partial*")) and not (run / "run.lock").exists()
     subprocess.run([*CLI, "train", "--resume", str(run), "--epochs", "2"], check=True)
@@ -485,20 +506,36 @@ class Exploit:
         return (os.system, ("touch pwned",))
 
 
-def test_a_malicious_checkpoint_is_refused_in_one_line(
+@pytest.mark.parametrize(
+    ("writer", "message"),
+    [
+        ("torch.save", "not safe to load"),  # a torch archive whose pickle runs code
+        ("pickle.dump", "not a complete torch archive"),  # a bare pickle: never unpickled
+        ("junk", "not a complete torch archive"),  # torch's unpickler raised KeyError on it
+    ],
+)
+def test_a_malicious_or_garbled_checkpoint_is_refused_in_one_line(
     center_run: Path,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
+    writer: str,
+    message: str,
 ) -> None:
     monkeypatch.chdir(tmp_path)
     run = tmp_path / "run"
     shutil.copytree(center_run, run)
-    with open(run / "last.pt", "wb") as handle:
-        pickle.dump({"format": "cl-analyze-checkpoint", "model": Exploit()}, handle, protocol=2)
+    payload = {"format": "cl-analyze-checkpoint", "model": Exploit()}
+    if writer == "torch.save":
+        torch.save(payload, run / "last.pt")
+    elif writer == "pickle.dump":
+        with open(run / "last.pt", "wb") as handle:
+            pickle.dump(payload, handle, protocol=2)
+    else:
+        (run / "last.pt").write_bytes(b"half a checkpoint")
     code, err = run_main(monkeypatch, capsys, "embed", str(run), "--quiet")
     assert code == 2
-    assert_one_line(err, "last.pt", "not safe to load")
+    assert_one_line(err, "last.pt", message)
     assert not (tmp_path / "pwned").exists()
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,11 +15,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import TINY, tiny_config
 
 from cl_analyze.config import TrainConfig
 from cl_analyze.errors import CLAnalyzeError
-from cl_analyze.store import RunStore
+from cl_analyze.store import RunStore, rebuild
 from cl_analyze.training import next_run_dir
 from cl_analyze.training.checkpoints import load_checkpoint
 from cl_analyze.training.fit import fit
@@ -29,9 +30,9 @@ def test_center_run_writes_a_complete_store(center_run: Path) -> None:
     with RunStore(center_run) as store:
         assert store.rows == config.epochs + 1
         assert store.epochs.tolist() == [0, 1, 2]
-        assert store.features("train").shape == (3, 300, 2)
-        assert store.features("test").shape == (3, 100, 2)
-        assert store.predictions("test").shape == (3, 100)
+        assert store.features("train").shape == (3, config.limit_train, 2)
+        assert store.features("test").shape == (3, config.limit_test, 2)
+        assert store.predictions("test").shape == (3, config.limit_test)
         assert store.centers().shape == (3, 10, 2)
         assert store.class_names == list("0123456789")
         assert TrainConfig.from_dict(store.config) == config
@@ -76,11 +77,64 @@ def test_centers_move_during_training_and_softmax_has_none(
         assert np.all(np.isnan(store.history["train_loss_center"]))
 
 
-def test_deterministic_runs_are_bit_identical(tmp_path: Path, center_run: Path) -> None:
-    fit(tiny_config(loss="center"), tmp_path / "again")
-    with RunStore(center_run) as first, RunStore(tmp_path / "again") as second:
-        assert np.array_equal(first.features("train"), second.features("train"))
-        assert np.array_equal(first.centers(), second.centers())
+TIME_SCALARS = {"train_time_s", "embed_time_s", "elapsed_s"}
+
+
+def assert_same_rows(a: RunStore, b: RunStore, rows: int) -> None:
+    """Bit-identical features, predictions, centers and scalars in the first ``rows`` rows."""
+    assert a.epochs[:rows].tolist() == b.epochs[:rows].tolist()
+    for split in ("train", "test"):
+        assert np.array_equal(a.features(split)[:rows], b.features(split)[:rows])
+        assert np.array_equal(a.predictions(split)[:rows], b.predictions(split)[:rows])
+    assert np.array_equal(a.centers()[:rows], b.centers()[:rows])
+    for name in set(a.history) - TIME_SCALARS:
+        np.testing.assert_array_equal(a.history[name][:rows], b.history[name][:rows])
+
+
+def test_deterministic_runs_are_bit_identical(first_epoch_run: Path, center_run: Path) -> None:
+    # The same command twice (here stopped after one of its two epochs): the same numbers.
+    with RunStore(first_epoch_run) as first, RunStore(center_run) as second:
+        assert first.rows == 2
+        assert_same_rows(first, second, rows=2)
+
+
+def test_resume_across_a_learning_rate_step_equals_an_uninterrupted_run(
+    first_epoch_run: Path, center_run: Path, tmp_path: Path
+) -> None:
+    """Resumed after epoch 1 with step_size 2: the scheduler must pick up mid-period, so that
+    the step after epoch 2 still happens (a fresh scheduler would count from 0 and miss it)."""
+    config = tiny_config(loss="center")
+    assert (config.step_size, config.epochs) == (2, 2)
+    run = tmp_path / "run"
+    shutil.copytree(first_epoch_run, run)
+    fit(config, run, resume=True)  # also extends the stored 1-epoch config to 2 epochs
+    with RunStore(run) as resumed, RunStore(center_run) as straight:
+        assert resumed.rows == 3 and resumed.config["epochs"] == 2
+        assert_same_rows(resumed, straight, rows=3)
+        assert resumed.history["lr"].tolist() == [config.lr] * 3  # recorded before each step
+    resumed_state = load_checkpoint(run / "last.pt")
+    straight_state = load_checkpoint(center_run / "last.pt")
+    # What epoch 3 would train with: halved once, after epoch 2 (lr * gamma ** (2 // 2)).
+    expected_lr = config.lr * config.gamma ** (2 // config.step_size)
+    assert resumed_state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(expected_lr)
+    assert resumed_state["scheduler"] == straight_state["scheduler"]
+    assert resumed_state["scheduler"]["last_epoch"] == 2
+
+
+def test_resume_refuses_a_store_with_fewer_epochs_than_its_checkpoint(
+    center_run: Path, tmp_path: Path
+) -> None:
+    run = tmp_path / "run"
+    shutil.copytree(center_run, run)
+    rebuild(run / "run.h5", keep_rows=1)  # last.pt is at epoch 2, the store holds epoch 0 only
+    checkpoint = (run / "last.pt").read_bytes()
+    with pytest.raises(CLAnalyzeError, match=r"holds 1 epochs but last\.pt is at epoch 2.*damaged"):
+        fit(tiny_config(loss="center"), run, resume=True)
+    assert (run / "last.pt").read_bytes() == checkpoint
+    with RunStore(run) as store, RunStore(center_run) as original:
+        assert store.rows == 1
+        assert np.array_equal(store.features("train", 0), original.features("train", 0))
+    assert not (run / "run.lock").exists()
 
 
 def test_paper_update_trains(tmp_path: Path) -> None:
@@ -95,11 +149,12 @@ def test_no_embed_stores_test_predictions_only(tmp_path: Path) -> None:
     fit(tiny_config(loss="softmax", epochs=1, embed=False), tmp_path / "lean")
     with RunStore(tmp_path / "lean") as store:
         assert store.rows == 2 and not store.has_features("train")
-        assert store.predictions("test").shape == (2, 100)
+        assert store.predictions("test").shape == (2, TINY["limit_test"])
         with pytest.raises(CLAnalyzeError, match="--all-checkpoints"):
             store.features("train")
 
 
+@pytest.mark.slow  # a real kill -9 of the CLI; fast: the in-process resume test above
 def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
     """kill -9 mid-run leaves a readable store; --resume then matches a run never stopped."""
     config = tiny_config(loss="center", epochs=4, limit_train=256)
@@ -141,15 +196,6 @@ def test_resume_after_kill_equals_an_uninterrupted_run(tmp_path: Path) -> None:
         assert np.array_equal(a.features("test"), b.features("test"))
         assert np.array_equal(a.centers(), b.centers())
         assert np.array_equal(a.history["test_accuracy"], b.history["test_accuracy"])
-
-
-def test_resume_extends_a_finished_run(tmp_path: Path) -> None:
-    config = tiny_config(loss="softmax", epochs=1)
-    fit(config, tmp_path / "run")
-    fit(config.replace(epochs=2), tmp_path / "run", resume=True)
-    with RunStore(tmp_path / "run") as store:
-        assert store.epochs.tolist() == [0, 1, 2]
-        assert store.config["epochs"] == 2
 
 
 def test_existing_run_is_never_overwritten_silently(center_run: Path) -> None:
