@@ -132,9 +132,7 @@ def options_of(command: str) -> list[str]:
 
 @pytest.mark.parametrize("command", COMMANDS)
 def test_help_of_every_command_lists_all_its_options(command: str) -> None:
-    result = CliRunner().invoke(
-        cli.app, [command, "--help"], env={"COLUMNS": "200"}
-    )
+    result = CliRunner().invoke(cli.app, [command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0, result.output
     assert f"Usage: cl-analyze {command}" in result.output
     options = options_of(command)
