@@ -17,10 +17,11 @@ import numpy as np
 import pandas as pd
 
 from cl_analyze.errors import CLAnalyzeError
-from cl_analyze.findings import VERDICT_REAL, metrics_at, percent
+from cl_analyze.findings import SIGNIFICANCE, VERDICT_REAL, metrics_at, percent, points
 from cl_analyze.report.context import ReportBuild
 from cl_analyze.report.document import Heading, Image, Paragraph, Table
 from cl_analyze.report.figures import accuracy_section
+from cl_analyze.report.pooled import pooled_section
 from cl_analyze.report.runs import RunData
 from cl_analyze.store import store_path
 from cl_analyze.sweep.state import SweepInfo, load_sweep
@@ -70,7 +71,9 @@ def sweep_frame(info: SweepInfo, runs: Sequence[RunData]) -> pd.DataFrame:
             "final_epoch": result.final_epoch,
             "final_accuracy": result.final_accuracy,
             "decline": result.decline,
+            "p_value": result.p_value,
             "verdict": result.verdict,
+            "degenerate": data.degenerate,
         }
         for moment, epoch in (("peak", result.peak_epoch), ("last", result.final_epoch)):
             values = metrics_at(data.metrics, epoch)
@@ -195,7 +198,11 @@ def lambda_scatter_grid(
     for axes, (_, row) in zip(flat, chosen.iterrows(), strict=False):
         data = by_label[row["run"]]
         loaded = load_plot_run(
-            data.run_dir, splits=("test", "train"), max_points=max_points, metrics=None
+            data.run_dir,
+            splits=("test", "train"),
+            max_points=max_points,
+            metrics=None,
+            rows=data.rows,
         )
         split = "test" if "test" in loaded.points else loaded.splits[0]
         points = loaded.points[split][-1]
@@ -262,12 +269,15 @@ def peak_spread_table(
 
 
 def sweep_findings(frame: pd.DataFrame, parameters: Sequence[str]) -> list[str]:
-    """Sentences: the best value of each swept parameter, and how many runs really decline."""
+    """Sentences: the best value of each swept parameter, and how many runs really decline.
+    Degenerate runs (at chance, diverged, collapsed) are left out of both."""
     sentences = []
+    usable = frame[~frame["degenerate"]] if "degenerate" in frame else frame
+    left_out = len(frame) - len(usable)
     for parameter in parameters:
         if parameter == REPLICATE_PARAMETER:
             continue
-        stats = grouped(frame, parameter, "final_accuracy")
+        stats = grouped(usable, parameter, "final_accuracy")
         if len(stats) < 2:
             continue
         best = stats.loc[stats["mean"].idxmax()]
@@ -277,11 +287,13 @@ def sweep_findings(frame: pd.DataFrame, parameters: Sequence[str]) -> list[str]:
             f" ({percent(best['mean'])} mean over {int(best['count'])} run(s)) and lowest at"
             f" {worst[parameter]} ({percent(worst['mean'])})."
         )
-    real = int((frame["verdict"] == VERDICT_REAL).sum())
+    real = int((usable["verdict"] == VERDICT_REAL).sum())
     sentences.append(
-        f"{real} of {len(frame)} runs show a real decline after their peak"
-        " (at least 2x the epoch-to-epoch noise)."
+        f"{real} of {len(usable)} runs show a real decline after their peak"
+        f" (decline test, p < {SIGNIFICANCE:g})."
     )
+    if left_out:
+        sentences.append(f"{left_out} run(s) left out of these sentences (see the warnings above).")
     return sentences
 
 
@@ -308,6 +320,11 @@ def assemble_sweep(build: ReportBuild, info: SweepInfo, notes: Sequence[str]) ->
     for note in notes:
         blocks.append(Paragraph(note, note=True))
     for run in build.runs:
+        for warning in run.warnings:
+            blocks.append(
+                Paragraph(f"Warning: {warning.text} It is left out of the comparisons.", note=True)
+            )
+    for run in build.runs:
         if run.training:
             blocks.append(
                 Paragraph(
@@ -326,6 +343,7 @@ def assemble_sweep(build: ReportBuild, info: SweepInfo, notes: Sequence[str]) ->
         "peak",
         "last",
         "decline (points)",
+        "decline test",
         "verdict",
     )
     rows = tuple(
@@ -336,8 +354,11 @@ def assemble_sweep(build: ReportBuild, info: SweepInfo, notes: Sequence[str]) ->
             str(row["peak_epoch"]),
             percent(row["peak_accuracy"]),
             percent(row["final_accuracy"]),
-            f"{100 * row['decline']:.2f}",
-            str(row["verdict"]),
+            points(row["decline"]),
+            ""
+            if row["p_value"] is None or pd.isna(row["p_value"])
+            else f"p = {row['p_value']:.3f}",
+            str(row["verdict"]) + (" (warning)" if row["degenerate"] else ""),
         )
         for _, row in frame.iterrows()
     )
@@ -353,6 +374,7 @@ def assemble_sweep(build: ReportBuild, info: SweepInfo, notes: Sequence[str]) ->
     blocks.append(Heading(2, "Peak epoch over seeds"))
     spread_columns, spread_rows = peak_spread_table(frame, parameters)
     blocks.append(Table(spread_columns, spread_rows))
+    pooled_section(build)
     if not build.options.figures:
         build.omitted.append("Figures: skipped (--no-figures).")
         return
