@@ -148,9 +148,7 @@ def degenerate_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     scales = np.r_[np.ones(epochs - 1), 1e-4]
     collapsed = write_store(root / "collapsed", rising(epochs), scales=scales, seed=4)
     out = root / "report"
-    build_report(
-        [good, other, stuck, diverged, collapsed], ReportOptions(out=out, figures=False)
-    )
+    build_report([good, other, stuck, diverged, collapsed], ReportOptions(out=out, figures=False))
     return out
 
 
