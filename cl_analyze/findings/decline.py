@@ -250,6 +250,11 @@ def decline_test(
     # exceeds the (allowed + 1)-th largest: that value is the critical one, and the interval's
     # lower end (T - critical) * noise is above 0 exactly when the verdict is a real decline.
     allowed = max(int(np.ceil(SIGNIFICANCE * (1 + count))) - 2, -1)
+    # The same float comparison as the verdict's, so a rounding never splits the two.
+    while allowed >= 0 and not (1 + allowed) / (1 + count) < SIGNIFICANCE:
+        allowed -= 1
+    while allowed + 1 < count and (2 + allowed) / (1 + count) < SIGNIFICANCE:
+        allowed += 1
     upper = float(statistics[count - 1 - allowed]) if allowed >= 0 else math.inf
     lower = float(statistics[allowed]) if allowed >= 0 else -math.inf
     middle = float(np.median(statistics))

@@ -32,8 +32,10 @@ def p_value_text(p: float) -> str:
 
 
 def share_text(p: float) -> str:
-    """How often, in words: 'fewer than 1 in 1,000', '3.1%'."""
-    return "fewer than 1 in 1,000" if p < 0.001 else _no_negative_zero(f"{100 * p:.1f}") + "%"
+    """How often, in words: 'fewer than 1 in 1,000 cases', '3.1% of cases'."""
+    if p < 0.001:
+        return "fewer than 1 in 1,000 cases"
+    return _no_negative_zero(f"{100 * p:.1f}") + "% of cases"
 
 
 def number(value: float) -> str:

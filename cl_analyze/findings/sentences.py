@@ -71,7 +71,7 @@ def test_sentence(result: PeakDecline) -> str:
     text = (
         f"The decline test gives {p_value_text(test.p_value)}: curves with no true decline"
         f" and this noise ({noise}) decline this much after their highest epoch in"
-        f" {share_text(test.p_value)} of cases"
+        f" {share_text(test.p_value)}"
     )
     if result.verdict == VERDICT_REAL:
         return (

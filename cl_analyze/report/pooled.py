@@ -43,24 +43,22 @@ def seed_groups(runs: Sequence[RunData], *, last_k: int, threshold: float) -> li
     return groups
 
 
+def _epochs(value: float) -> str:
+    text = f"{value:.1f}"
+    return "0.0" if text == "-0.0" else text
+
+
 def _interval_cell(
     interval: Interval | None, *, accuracy: bool = False, decline: bool = False
 ) -> str:
+    """'98.90% [98.70%, 99.10%]' (accuracy), '0.40 [0.10, 0.70]' (points), '31.3 [25.1, 37.6]'
+    (epochs); 'never' when no seed reaches it; a single value has no interval."""
     if interval is None:
         return "never"
-    if not math.isfinite(interval.low):  # a single value: no interval
-        shown = (
-            percent(interval.mean)
-            if accuracy
-            else points(interval.mean)
-            if decline
-            else f"{interval.mean:.1f}"
-        )
-        return f"{shown} (one seed)"
-    if accuracy or decline:
-        show = percent if accuracy else points
-        return f"{show(interval.mean)} [{show(interval.low)}, {show(interval.high)}]"
-    return f"{interval.mean:.1f} [{interval.low:.1f}, {interval.high:.1f}]"
+    show = percent if accuracy else points if decline else _epochs
+    if not math.isfinite(interval.low):
+        return f"{show(interval.mean)} (one seed)"
+    return f"{show(interval.mean)} [{show(interval.low)}, {show(interval.high)}]"
 
 
 def pooled_table(groups: Sequence[SeedGroup]) -> Table:

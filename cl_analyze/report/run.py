@@ -228,6 +228,7 @@ def metrics_table(run: RunData) -> Table:
                 if before and math.isfinite(before) and math.isfinite(after)
                 else ""
             )
+            change = "0.0%" if change in ("+0.0%", "-0.0%") else change  # never a signed zero
             rows.append((split, name, f"{before:.4g}", f"{after:.4g}", change))
     columns = (
         "split",
