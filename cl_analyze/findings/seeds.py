@@ -3,7 +3,8 @@ their mean accuracy curve with a band, the decline test on that curve, and group
 
 - Replicates: runs whose stored configs are equal once ``seed`` and the options that do not
   change what is trained (``NOT_TRAINING_OPTIONS``) are set aside.
-- Interval of a mean over S seeds: Student's t, mean ± t(0.975, S-1) sd / sqrt(S) (scipy).
+- Interval of a mean over S seeds: Student's t, mean ± t(0.975, S-1) sd / sqrt(S) (scipy),
+  cut to the range the mean cannot leave (0-1 for accuracies, the recorded epochs).
 - Two groups differ by more than the seed-to-seed spread when the 95% Welch interval of the
   difference of their means (scipy's ``ttest_ind(equal_var=False)``) excludes 0.
 Definitions and measured error rates: docs/report.md.
@@ -58,14 +59,20 @@ class Interval:
         }
 
 
-def mean_interval(values: Sequence[float]) -> Interval:
+def mean_interval(
+    values: Sequence[float], bounds: tuple[float, float] = (-math.inf, math.inf)
+) -> Interval:
+    """Mean and 95% t-interval, cut to ``bounds``: the range the mean cannot leave (0-1 for an
+    accuracy, the recorded epochs for an epoch). Cutting keeps the coverage and spares a
+    reader an interval reaching epoch -3 or 101%."""
     array = np.asarray(values, dtype=np.float64)
     mean = float(array.mean())
     if len(array) < 2:
         return Interval(mean, math.nan, math.nan, tuple(array.tolist()))
     spread = float(array.std(ddof=1)) / math.sqrt(len(array))
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(array) - 1)) * spread
-    return Interval(mean, mean - half, mean + half, tuple(array.tolist()))
+    low, high = max(mean - half, bounds[0]), min(mean + half, bounds[1])
+    return Interval(mean, low, high, tuple(array.tolist()))
 
 
 @dataclass(frozen=True)
@@ -118,7 +125,7 @@ class SeedGroup:
     seeds: tuple[Any, ...]
     epochs: np.ndarray
     mean_curve: np.ndarray
-    band_low: np.ndarray  # 95% t-interval of the mean accuracy at each epoch
+    band_low: np.ndarray  # 95% t-interval of the mean accuracy at each epoch (within 0-1)
     band_high: np.ndarray
     peak_epoch: Interval
     peak_accuracy: Interval
@@ -178,6 +185,7 @@ def pool_seeds(
     mean_curve = curves.mean(0)
     spread = curves.std(0, ddof=1) / math.sqrt(len(runs))
     half = float(stats.t.ppf(0.5 + CONFIDENCE / 2, len(runs) - 1)) * spread
+    span = (float(epochs[0]), float(epochs[-1]))
     reached = [r.epoch_reaching_threshold for r in each if r.epoch_reaching_threshold is not None]
     # The mean of S accuracies moves in steps of 1 / (S n_test): its resolution.
     pooled_n = sum(run.n_test for run in runs)
@@ -187,12 +195,12 @@ def pool_seeds(
         seeds=tuple(run.config.get(SEED_OPTION) for run in runs),
         epochs=epochs,
         mean_curve=mean_curve,
-        band_low=mean_curve - half,
-        band_high=mean_curve + half,
-        peak_epoch=mean_interval([r.peak_epoch for r in each]),
-        peak_accuracy=mean_interval([r.peak_accuracy for r in each]),
-        decline=mean_interval([r.decline for r in each]),
-        epochs_to_threshold=mean_interval(reached) if reached else None,
+        band_low=np.clip(mean_curve - half, 0.0, 1.0),
+        band_high=np.clip(mean_curve + half, 0.0, 1.0),
+        peak_epoch=mean_interval([r.peak_epoch for r in each], span),
+        peak_accuracy=mean_interval([r.peak_accuracy for r in each], (0.0, 1.0)),
+        decline=mean_interval([r.decline for r in each], (0.0, 1.0)),
+        epochs_to_threshold=mean_interval(reached, span) if reached else None,
         never_reached=len(each) - len(reached),
         pooled=peak_and_decline(
             epochs, mean_curve, last_k=last_k, threshold=threshold, n_test=pooled_n
@@ -303,7 +311,8 @@ def group_findings(group: SeedGroup) -> list[str]:
             f"The seeds first reach {threshold} at epoch"
             f" {interval_text(group.epochs_to_threshold, False, False)}{never}."
         )
-    sentences.append("Mean curve: " + decline_sentence(group.pooled))
+    pooled = decline_sentence(group.pooled)
+    sentences.append("On the mean curve, " + pooled[0].lower() + pooled[1:])
     if group.left_out:
         sentences.append(f"Left out (see the warnings above): {', '.join(group.left_out)}.")
     return sentences

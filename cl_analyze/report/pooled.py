@@ -171,7 +171,7 @@ def pooled_accuracy_figure(groups: Sequence[SeedGroup], colors: np.ndarray, widt
         near = np.flatnonzero(group.mean_curve >= group.pooled.peak_accuracy - 0.03)
         start = min(start, float(group.epochs[near[0]]))
     span = max(100 * (top - bottom), 0.2)
-    zoom.set_ylim(100 * bottom - 0.3 * span, 100 * top + 0.2 * span)
+    zoom.set_ylim(100 * bottom - 0.3 * span, min(100 * top + 0.2 * span, 100.0))
     zoom.set_xlim(start - 0.5, max(float(group.epochs[-1]) for group in groups) + 0.5)
     full.set_ylim(0, 100)
     full.set_title("mean test accuracy over seeds")

@@ -43,6 +43,11 @@ def test_mean_interval_is_students_t() -> None:
     reference = stats.ttest_1samp(values, 0).confidence_interval(0.95)
     assert interval.mean == pytest.approx(np.mean(values))
     assert (interval.low, interval.high) == pytest.approx((reference.low, reference.high))
+    # Three peak epochs 2, 3 and 38 of a run recorded for epochs 0..39: t gives -30 to 58.
+    wide = mean_interval([2, 3, 38], (0, 39))
+    unclipped = stats.ttest_1samp([2, 3, 38], 0).confidence_interval(0.95)
+    assert unclipped.low < 0 and unclipped.high > 39
+    assert (wide.low, wide.high) == (0, 39)
     single = mean_interval([0.5])
     assert single.mean == 0.5 and math.isnan(single.low) and math.isnan(single.high)
 
