@@ -270,6 +270,10 @@ def compare_groups(first: SeedGroup, second: SeedGroup) -> list[str]:
         if a is None or b is None:
             continue
         absolute = attribute == "peak_accuracy"
+        if len(set(a.values) | set(b.values)) == 1:  # nothing varies: nothing to weigh
+            value = _value(a.values[0], fraction, absolute)
+            sentences.append(f"{words}: {value}{'' if absolute else ' ' + unit} for every seed.")
+            continue
         difference = welch_difference(a.values, b.values)
         shown = "" if absolute else f" {unit}"
         text = (

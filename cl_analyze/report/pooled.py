@@ -143,7 +143,7 @@ def pooled_accuracy_figure(groups: Sequence[SeedGroup], colors: np.ndarray, widt
 
     figure = Figure(figsize=(width, width * 0.42), layout="constrained")
     full, zoom = figure.subplots(1, 2)
-    bottom, top, start = 1.0, 0.0, math.inf
+    start = math.inf
     for group, color in zip(groups, colors, strict=True):
         label = f"{group.label} ({len(group.runs)} seeds)"
         for axes in (full, zoom):
@@ -165,13 +165,15 @@ def pooled_accuracy_figure(groups: Sequence[SeedGroup], colors: np.ndarray, widt
                 markeredgecolor="black",
                 linestyle="none",
             )
-        after = group.epochs >= group.pooled.peak_epoch
-        bottom = min(bottom, float(np.nanmin(group.band_low[after])))
-        top = max(top, float(np.nanmax(group.band_high)))
         near = np.flatnonzero(group.mean_curve >= group.pooled.peak_accuracy - 0.03)
-        start = min(start, float(group.epochs[near[0]]))
+        # At least the last five epochs: a curve still rising steeply is near its peak only there.
+        last_five = float(group.epochs[max(len(group.epochs) - 5, 0)])
+        start = min(start, float(group.epochs[near[0]]), last_five)
+    shown = [group.epochs >= start for group in groups]
+    bottom = min(float(np.nanmin(g.band_low[s])) for g, s in zip(groups, shown, strict=True))
+    top = max(float(np.nanmax(g.band_high[s])) for g, s in zip(groups, shown, strict=True))
     span = max(100 * (top - bottom), 0.2)
-    zoom.set_ylim(100 * bottom - 0.3 * span, min(100 * top + 0.2 * span, 100.0))
+    zoom.set_ylim(100 * bottom - 0.1 * span, min(100 * top + 0.1 * span, 100.0))
     zoom.set_xlim(start - 0.5, max(float(group.epochs[-1]) for group in groups) + 0.5)
     full.set_ylim(0, 100)
     full.set_title("mean test accuracy over seeds")

@@ -119,6 +119,8 @@ def test_comparison_says_whether_the_difference_exceeds_the_spread() -> None:
         in text.split("Decline")[0]
     )
     assert "-0.00" not in text
+    # Every seed of both peaks at the same epoch: said once, not weighed.
+    assert "Peak epoch: 9.0 epochs for every seed." in text
 
 
 def test_larger_than_the_spread_is_said_of_equal_groups_about_five_percent_of_the_time() -> None:
