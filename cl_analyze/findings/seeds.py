@@ -133,7 +133,7 @@ class SeedGroup:
     epochs_to_threshold: Interval | None  # over the seeds that reach the threshold
     never_reached: int  # seeds that never reach it
     pooled: PeakDecline  # peak, decline and decline test of the mean curve
-    left_out: tuple[str, ...] = ()  # degenerate replicates, not pooled
+    left_out: tuple[str, ...] = ()  # replicates not pooled, each 'name (why)'
 
     @property
     def size(self) -> int:
@@ -318,7 +318,7 @@ def group_findings(group: SeedGroup) -> list[str]:
     pooled = decline_sentence(group.pooled)
     sentences.append("On the mean curve, " + pooled[0].lower() + pooled[1:])
     if group.left_out:
-        sentences.append(f"Left out (see the warnings above): {', '.join(group.left_out)}.")
+        sentences.append(f"Left out: {'; '.join(group.left_out)}.")
     return sentences
 
 

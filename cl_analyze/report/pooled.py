@@ -13,6 +13,7 @@ from cl_analyze.findings import (
     SIGNIFICANCE,
     Interval,
     SeedGroup,
+    SeedRun,
     group_comparisons,
     group_findings,
     group_replicates,
@@ -34,8 +35,18 @@ def seed_groups(runs: Sequence[RunData], *, last_k: int, threshold: float) -> li
     by_name = {run.label: run for run in runs}
     groups = []
     for label, members in group_replicates([run.seed_run for run in runs]):
-        kept = [member for member in members if not by_name[member.name].degenerate]
-        left_out = [member.name for member in members if by_name[member.name].degenerate]
+        kept: list[SeedRun] = []
+        left_out = []
+        for member in members:
+            twin = next(
+                (k for k in kept if k.config.get("seed") == member.config.get("seed")), None
+            )
+            if by_name[member.name].degenerate:
+                left_out.append(f"{member.name} (see the warnings above)")
+            elif twin is not None:  # the same run twice, or a rerun: not an independent seed
+                left_out.append(f"{member.name} (the same seed as {twin.name})")
+            else:
+                kept.append(member)
         if len(kept) >= 2:
             groups.append(
                 pool_seeds(label, kept, last_k=last_k, threshold=threshold, left_out=left_out)

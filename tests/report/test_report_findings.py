@@ -245,3 +245,16 @@ def test_seeds_page_shows_the_band_and_the_comparison(seeds_report: Path) -> Non
     assert "Peak test accuracy: loss=softmax" in page
     assert "is larger than the seed-to-seed spread" in page
     assert "-0.00" not in page and "-0.00" not in (seeds_report / "report.md").read_text()
+
+
+def test_a_run_given_twice_is_not_a_second_seed(seeds_report: Path) -> None:
+    root = seeds_report.parent
+    out = root / "twice"
+    build_report(
+        [root / "center-1", root / "center-1", root / "center-2"],
+        ReportOptions(out=out, figures=False),
+    )
+    (group,) = json.loads((out / "summary.json").read_text())["seed_groups"]
+    assert group["seeds"] == [1, 2]
+    (left_out,) = group["left_out"]
+    assert left_out.endswith(f"(the same seed as {group['runs'][0]})")
