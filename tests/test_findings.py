@@ -21,7 +21,7 @@ from cl_analyze.findings import (
     peak_and_decline,
     run_findings,
 )
-from cl_analyze.findings.numbers import p_value_text, percent, points, signed_points
+from cl_analyze.findings.numbers import p_value_text, percent, points
 
 
 def planted_curve(peak: int = 7, epochs: int = 20) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +180,6 @@ def test_a_plateau_at_the_peak_is_no_decline() -> None:
 def test_numbers_never_show_negative_zero() -> None:
     assert points(-2.8e-17) == "0.00" and points(0.004) == "0.40" and points(-0.004) == "-0.40"
     assert percent(-1e-9) == "0.00%" and percent(0.989) == "98.90%"
-    assert signed_points(-1e-6) == "0.00" and signed_points(0.001) == "+0.10"
     assert p_value_text(0.0004) == "p < 0.001" and p_value_text(0.0312) == "p = 0.031"
 
 

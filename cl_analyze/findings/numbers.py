@@ -20,12 +20,6 @@ def points(fraction: float) -> str:
     return _no_negative_zero(f"{100 * fraction:.2f}")
 
 
-def signed_points(fraction: float) -> str:
-    """'+0.40', '-0.40', and '0.00' (no sign) for a difference that rounds to nothing."""
-    text = points(fraction)
-    return text if text == "0.00" or text.startswith("-") else "+" + text
-
-
 def p_value_text(p: float) -> str:
     """'p = 0.031'; 'p < 0.001' below that (1,000 simulations cannot resolve less)."""
     return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
