@@ -24,7 +24,7 @@ from cl_analyze.progress import Reporter
 from cl_analyze.store import RunStore, file_lock, lock_path_of, store_path
 
 # Bump whenever a metric's definition changes: stored caches of older versions are recomputed.
-METRICS_VERSION = 1
+METRICS_VERSION = 2  # 2: silhouette centred in float64, 1-NN ties to the lowest index
 METRICS_GROUP = "metrics"
 COLUMNS = ["epoch", "split", "metric", "class", "value"]
 Rows = list[tuple[int, str, str, str, float]]
@@ -134,13 +134,16 @@ def _iter_missing(store: RunStore, cached: dict[int, Rows]) -> Iterator[tuple[in
             yield row, int(epoch)
 
 
-def load_metrics(run: Path | str, *, reporter: Reporter | None = None) -> pd.DataFrame:
+def load_metrics(
+    run: Path | str, *, reporter: Reporter | None = None, rows: int | None = None
+) -> pd.DataFrame:
     """Tidy metrics of every completed epoch and split: columns epoch, split, metric, class
     ('' for whole-split values) and value. Computes only what the cache lacks, and caches it
-    unless a trainer is writing the store (or the file is not writable)."""
+    unless a trainer is writing the store (or the file is not writable). ``rows``: use only
+    the first that many rows (a snapshot of a live run taken earlier)."""
     path = store_path(run)
     computed: dict[int, Rows] = {}
-    with RunStore(path) as store:
+    with RunStore(path, rows=rows) as store:
         version, cached = _read_cache(store.hdf5)
         epochs = [int(e) for e in store.epochs.tolist()]
         missing = list(_iter_missing(store, cached))
@@ -153,8 +156,8 @@ def load_metrics(run: Path | str, *, reporter: Reporter | None = None) -> pd.Dat
     if computed:
         _write_cache(path, computed, drop_old=version != METRICS_VERSION)
     everything = {**cached, **computed}
-    rows = [r for epoch in epochs for r in everything.get(epoch, [])]
-    frame = pd.DataFrame(rows, columns=COLUMNS)
+    table = [r for epoch in epochs for r in everything.get(epoch, [])]
+    frame = pd.DataFrame(table, columns=COLUMNS)
     return frame.astype(
         {"epoch": "int64", "split": str, "metric": str, "class": str, "value": "f8"}
     )

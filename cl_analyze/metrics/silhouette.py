@@ -150,20 +150,26 @@ def silhouette(
     var_k) (Jensen, concave), so any class whose lower bound exceeds the smallest upper bound
     is skipped without changing the result. A pair of classes that most points of both need is
     computed once for both directions. Singletons get 0 (scikit-learn's convention); returns
-    None with fewer than 2 classes present (undefined). Runs on ``device`` (default: the
-    features' device; CUDA tensors stay on the GPU).
+    None where it is undefined: fewer than 2 classes, or every sample its own class
+    (scikit-learn refuses both). Runs on ``device`` (default: the features' device; CUDA
+    tensors stay on the GPU).
+
+    The points are centred in float64 before the float32 pass: distances do not change, and
+    features far from the origin (an offset of 1e4) keep their digits instead of losing them
+    to float32 rounding.
     """
     if isinstance(features, torch.Tensor):
         target = torch.device(device) if device is not None else features.device
-        points = features.detach().reshape(len(features), -1).to(target, torch.float32)
+        as64 = features.detach().reshape(len(features), -1).to(target, torch.float64)
     else:
         target = torch.device(device or "cpu")
-        points = torch.as_tensor(as_2d(features), dtype=torch.float32, device=target)
+        as64 = torch.as_tensor(as_2d(features), dtype=torch.float64, device=target)
+    points = (as64 - as64.mean(0)).to(torch.float32) if len(as64) else as64.float()
     label_array = (
         labels.cpu().numpy() if isinstance(labels, torch.Tensor) else np.asarray(labels)
     ).astype(np.int64)
     classes, encoded, counts = np.unique(label_array, return_inverse=True, return_counts=True)
-    if len(classes) < 2:
+    if len(classes) < 2 or len(classes) == len(label_array):
         return None
     with _single_threaded_ops(target) as workers:
         samples = _silhouette_samples(points, encoded, counts, target, workers)

@@ -25,6 +25,9 @@ import pandas as pd
 
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.findings import (
+    SeedGroup,
+    group_comparisons,
+    group_differences,
     metrics_at,
 )
 from cl_analyze.progress import Reporter
@@ -36,6 +39,7 @@ from cl_analyze.report.context import (
     ReportOptions,
 )
 from cl_analyze.report.document import Heading, Paragraph, render_html, render_markdown
+from cl_analyze.report.pooled import seed_groups
 from cl_analyze.report.run import assemble_runs
 from cl_analyze.report.runs import RunData, check_datasets, read_run, run_labels
 
@@ -69,8 +73,9 @@ def build_report(
     check_datasets(runs, options.allow_mixed)
     if options.epochs is not None:
         _check_epochs(runs, options.epochs)
+    groups = seed_groups(runs, last_k=options.last_k, threshold=options.threshold)
     with _building(out) as folder:
-        build = ReportBuild(folder, options, runs, reporter=reporter)
+        build = ReportBuild(folder, options, runs, reporter=reporter, groups=groups)
         if sweep is None:
             _with_plot_defaults(lambda: assemble_runs(build))
         else:
@@ -83,8 +88,9 @@ def build_report(
         title = "cl-analyze report: " + ", ".join(run.label for run in runs)
         (folder / "index.html").write_text(render_html(title, build.blocks), encoding="utf-8")
         (folder / "report.md").write_text(render_markdown(build.blocks), encoding="utf-8")
-        summary = summary_dict(runs, options, build.omitted)
-        (folder / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        summary = summary_dict(runs, options, build.omitted, groups)
+        text = json.dumps(finite_json(summary), indent=2, allow_nan=False)
+        (folder / "summary.json").write_text(text + "\n")
         metrics_frame(runs).to_csv(folder / "metrics.csv", index=False)
     return out / "index.html"
 
@@ -210,8 +216,12 @@ def _json_number(value: float) -> float | None:
 
 
 def summary_dict(
-    runs: Sequence[RunData], options: ReportOptions, omitted: Sequence[str]
+    runs: Sequence[RunData],
+    options: ReportOptions,
+    omitted: Sequence[str],
+    groups: Sequence[SeedGroup] = (),
 ) -> dict[str, Any]:
+    """The report's numbers as JSON (schema: docs/report.md)."""
     entries = []
     for run in runs:
         result = run.result
@@ -222,6 +232,9 @@ def summary_dict(
                 "dataset": run.dataset,
                 "loss": run.config.get("loss"),
                 "training": run.training,
+                "epochs_read": run.rows,
+                "n_test": run.n_test,
+                "warnings": [{"kind": w.kind, "text": w.text} for w in run.warnings],
                 **result.to_dict(),
                 "epochs_to_threshold": result.epoch_reaching_threshold,
                 "metrics_at_peak": {
@@ -246,8 +259,25 @@ def summary_dict(
         "last_k": options.last_k,
         "threshold": options.threshold,
         "omitted": list(omitted),
+        "warnings": [
+            {"run": w.run, "kind": w.kind, "text": w.text} for run in runs for w in run.warnings
+        ],
         "runs": entries,
+        "seed_groups": [group.to_dict() for group in groups],
+        "seed_differences": group_differences(groups),
+        "seed_comparisons": group_comparisons(groups),
     }
+
+
+def finite_json(value: Any) -> Any:
+    """``value`` with every NaN or infinity replaced by null: JSON has neither."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: finite_json(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(item) for item in value]
+    return value
 
 
 def metrics_frame(runs: Sequence[RunData]) -> pd.DataFrame:

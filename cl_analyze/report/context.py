@@ -10,6 +10,7 @@ from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.findings import (
     DEFAULT_LAST_K,
     DEFAULT_THRESHOLD,
+    SeedGroup,
 )
 from cl_analyze.progress import Reporter
 from cl_analyze.report.document import Block
@@ -22,7 +23,7 @@ if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are sl
 REPORT_FORMAT = "cl-analyze-report"
 
 
-REPORT_VERSION = 1
+REPORT_VERSION = 2  # 2: the decline test, seeds pooled, warnings (docs/report.md)
 
 
 FIGURES = "figures"
@@ -68,6 +69,7 @@ class ReportBuild:
     runs: list[RunData]
     blocks: list[Block] = field(default_factory=list)
     omitted: list[str] = field(default_factory=list)  # sections left out, with why
+    groups: list[SeedGroup] = field(default_factory=list)  # runs that differ only in seed
     reporter: Reporter | None = None
 
     def figure_path(self, name: str) -> tuple[Path, str]:

@@ -11,6 +11,7 @@ import numpy as np
 from cl_analyze.findings import (
     METRIC_WORDS,
     describe_change,
+    points,
 )
 from cl_analyze.report.context import FIGURES, ReportBuild
 from cl_analyze.report.document import Animation, Gallery, Heading, Image, Paragraph
@@ -84,7 +85,7 @@ def peak_decline_figure(
         if few:
             zoom.annotate(
                 f"{100 * result.peak_accuracy:.2f}% @ {result.peak_epoch}"
-                + (f", -{100 * result.decline:.2f} pt" if result.decline > 0 else ""),
+                + (f", -{points(result.decline)} pt" if points(result.decline) != "0.00" else ""),
                 (result.peak_epoch, 100 * result.peak_accuracy),
                 textcoords="offset points",
                 xytext=(4, 6),
@@ -137,6 +138,7 @@ def figure_sections(build: ReportBuild) -> None:
             max_points=options.max_points,
             metrics=None if run.metrics.empty else run.metrics,
             name=run.label,
+            rows=run.rows,
         )
         for run in build.runs
     ]

@@ -12,14 +12,19 @@ import numpy as np
 from cl_analyze.config import command_line_of
 from cl_analyze.findings import (
     METRIC_WORDS,
+    MIN_EPOCHS_AFTER_PEAK,
+    SIGNIFICANCE,
     compare_runs,
     metrics_at,
+    p_value_text,
     percent,
+    points,
     run_findings,
 )
 from cl_analyze.report.context import ReportBuild
 from cl_analyze.report.document import Heading, Paragraph, Table
 from cl_analyze.report.figures import accuracy_section, figure_sections
+from cl_analyze.report.pooled import pooled_section
 from cl_analyze.report.runs import RunData
 
 if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are slow to load
@@ -34,6 +39,7 @@ def assemble_runs(build: ReportBuild) -> None:
     runs = build.runs
     blocks = build.blocks
     blocks.append(Heading(1, "Report: " + " vs ".join(run.label for run in runs)))
+    warnings_section(build)
     for run in runs:
         if run.training:
             blocks.append(
@@ -48,6 +54,7 @@ def assemble_runs(build: ReportBuild) -> None:
             Paragraph("These runs use different datasets: compare them with care.", note=True)
         )
     findings_section(build)
+    pooled_section(build)
     setup_section(build)
     if build.options.figures:
         accuracy_section(build)
@@ -57,6 +64,15 @@ def assemble_runs(build: ReportBuild) -> None:
     metrics_section(build)
 
 
+def warnings_section(build: ReportBuild) -> None:
+    """Degenerate runs, at the top of the page: chance level, diverged, collapsed."""
+    for run in build.runs:
+        for warning in run.warnings:
+            build.blocks.append(
+                Paragraph(f"Warning: {warning.text} It is left out of the comparisons.", note=True)
+            )
+
+
 def findings_section(build: ReportBuild) -> None:
     blocks = build.blocks
     blocks.append(Heading(2, "Findings"))
@@ -64,26 +80,35 @@ def findings_section(build: ReportBuild) -> None:
         if len(build.runs) > 1:
             blocks.append(Heading(3, run.label))
         blocks.append(Paragraph(" ".join(run_findings(run.result, run.at_peak, run.at_last))))
-    comparison = compare_runs([run.numbers for run in build.runs])
+    comparison = compare_runs(
+        [run.numbers for run in build.runs if not run.degenerate],
+        left_out=[run.label for run in build.runs if run.degenerate],
+    )
     if comparison:
         blocks.append(Heading(3, "Comparison"))
         blocks.extend(Paragraph(sentence) for sentence in comparison)
-    blocks.append(
-        Paragraph(
-            f"Definitions: the peak is the epoch of maximum test accuracy (earliest of ties); the"
-            f" decline is the peak minus the mean of the last {build.options.last_k} epochs after"
-            " it; the noise is the standard deviation of the epoch-to-epoch accuracy changes from"
-            " the peak on, and a decline of at least 2x that noise is called real."
-        )
-    )
+    blocks.append(Paragraph(definitions(build.options.last_k)))
     blocks.append(summary_table(build.runs))
+
+
+def definitions(last_k: int) -> str:
+    return (
+        "Definitions (docs/report.md): the peak is the epoch of maximum test accuracy (earliest"
+        f" of ties); the decline is the peak minus the mean of the last {last_k} epochs after"
+        " it, and a decline below one test sample is none. The decline test compares it with"
+        " simulated curves that have no decline, the same length of plateau and the run's own"
+        " epoch-to-epoch noise (AR(1), fitted to the epochs after the peak): p is the share of"
+        f" them that decline at least as much, and p < {SIGNIFICANCE:g} is a real decline. On"
+        " curves with no decline it said real in at most 5% of cases; it needs at least"
+        f" {MIN_EPOCHS_AFTER_PEAK} epochs after the peak."
+    )
 
 
 def summary_table(runs: Sequence[RunData]) -> Table:
     rows = []
     for run in runs:
         result = run.result
-        ratio = "" if result.noise_ratio is None else f"{result.noise_ratio:.1f}x"
+        p_value = "" if result.p_value is None else p_value_text(result.p_value)
         rows.append(
             (
                 run.label,
@@ -93,9 +118,9 @@ def summary_table(runs: Sequence[RunData]) -> Table:
                 percent(result.peak_accuracy),
                 f"{result.final_epoch}",
                 percent(result.final_accuracy),
-                f"{100 * result.decline:.2f}",
-                ratio,
-                result.verdict,
+                points(result.decline),
+                p_value,
+                result.verdict + (" (warning)" if run.degenerate else ""),
                 "never"
                 if result.epoch_reaching_threshold is None
                 else str(result.epoch_reaching_threshold),
@@ -111,7 +136,7 @@ def summary_table(runs: Sequence[RunData]) -> Table:
         "last epoch",
         "last accuracy",
         "decline (points)",
-        "decline / noise",
+        "decline test",
         "verdict",
         f"epoch reaching {threshold}",
     )
@@ -205,6 +230,7 @@ def metrics_table(run: RunData) -> Table:
                 if before and math.isfinite(before) and math.isfinite(after)
                 else ""
             )
+            change = "0.0%" if change in ("+0.0%", "-0.0%") else change  # never a signed zero
             rows.append((split, name, f"{before:.4g}", f"{after:.4g}", change))
     columns = (
         "split",

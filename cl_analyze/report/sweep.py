@@ -17,25 +17,26 @@ import numpy as np
 import pandas as pd
 
 from cl_analyze.errors import CLAnalyzeError
-from cl_analyze.findings import VERDICT_REAL, metrics_at, percent
+from cl_analyze.findings import SIGNIFICANCE, VERDICT_REAL, metrics_at, percent, points
 from cl_analyze.report.context import ReportBuild
 from cl_analyze.report.document import Heading, Image, Paragraph, Table
 from cl_analyze.report.figures import accuracy_section
+from cl_analyze.report.pooled import pooled_section
 from cl_analyze.report.runs import RunData
+from cl_analyze.report.sweep_figures import (
+    GEOMETRY_METRICS,
+    LAMBDA,
+    REPLICATE_PARAMETER,
+    accuracy_against_parameters,
+    geometry_against_lambda,
+    grouped,
+    lambda_scatter_grid,
+)
 from cl_analyze.store import store_path
 from cl_analyze.sweep.state import SweepInfo, load_sweep
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-REPLICATE_PARAMETER = "seed"
-LAMBDA = "center_weight"
-# Test-split metrics drawn against lambda: (metric, panel title).
-GEOMETRY_METRICS = (
-    ("silhouette", "silhouette"),
-    ("intra_mean", "intra-class distance"),
-    ("inter_mean", "inter-class distance"),
-)
 
 
 def sweep_run_dirs(sweep_dir: Path) -> tuple[SweepInfo, list[Path], list[str]]:
@@ -70,7 +71,9 @@ def sweep_frame(info: SweepInfo, runs: Sequence[RunData]) -> pd.DataFrame:
             "final_epoch": result.final_epoch,
             "final_accuracy": result.final_accuracy,
             "decline": result.decline,
+            "p_value": result.p_value,
             "verdict": result.verdict,
+            "degenerate": data.degenerate,
         }
         for moment, epoch in (("peak", result.peak_epoch), ("last", result.final_epoch)):
             values = metrics_at(data.metrics, epoch)
@@ -78,151 +81,6 @@ def sweep_frame(info: SweepInfo, runs: Sequence[RunData]) -> pd.DataFrame:
                 row[f"{metric}_{moment}"] = values.get(metric, math.nan)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def grouped(frame: pd.DataFrame, parameter: str, column: str) -> pd.DataFrame:
-    """Mean, standard deviation (ddof 1; NaN for one run) and count of ``column`` per value."""
-    stats = frame.groupby(parameter, sort=True, dropna=False)[column].agg(["mean", "std", "count"])
-    return stats.reset_index()
-
-
-def _x_positions(values: Sequence[Any]) -> tuple[np.ndarray, bool, list[str]]:
-    """Numeric positions (log scale when positive and spanning > 10x) or category indices."""
-    labels = [str(v) for v in values]
-    try:
-        numbers = np.asarray([float(v) for v in values], dtype=np.float64)
-    except (TypeError, ValueError):
-        return np.arange(len(values), dtype=np.float64), False, labels
-    log = bool(len(numbers) > 1 and (numbers > 0).all() and numbers.max() / numbers.min() > 10)
-    return numbers, log, labels
-
-
-def accuracy_against_parameters(
-    frame: pd.DataFrame, parameters: Sequence[str], width: float
-) -> Figure:
-    from matplotlib.figure import Figure
-
-    figure = Figure(
-        figsize=(width, width * 0.4 * math.ceil(len(parameters) / 2)), layout="constrained"
-    )
-    columns = min(len(parameters), 2)
-    axes_grid = figure.subplots(math.ceil(len(parameters) / columns), columns, squeeze=False)
-    flat = list(axes_grid.ravel())
-    for extra in flat[len(parameters) :]:
-        extra.remove()
-    for axes, parameter in zip(flat, parameters, strict=False):
-        for column, label, marker in (
-            ("peak_accuracy", "peak", "^"),
-            ("final_accuracy", "last epoch", "o"),
-        ):
-            stats = grouped(frame, parameter, column)
-            x, log, ticks = _x_positions(list(stats[parameter]))
-            axes.errorbar(
-                x,
-                100 * stats["mean"],
-                yerr=100 * stats["std"].fillna(0.0),
-                marker=marker,
-                capsize=3,
-                label=label,
-            )
-            if log:
-                axes.set_xscale("log")
-            if not np.issubdtype(np.asarray(stats[parameter]).dtype, np.number):
-                axes.set_xticks(x, ticks)
-        axes.set_xlabel(parameter)
-        axes.set_ylabel("test accuracy (%)")
-        axes.grid(alpha=0.3)
-        axes.legend()
-    return figure
-
-
-def geometry_against_lambda(frame: pd.DataFrame, width: float) -> Figure | None:
-    from matplotlib.figure import Figure
-
-    present = [
-        (metric, title)
-        for metric, title in GEOMETRY_METRICS
-        if np.isfinite(frame[f"{metric}_last"].astype(float)).any()
-    ]
-    if not present:
-        return None
-    figure = Figure(figsize=(width, width * 0.33), layout="constrained")
-    axes_list = figure.subplots(1, len(present), squeeze=False)[0]
-    for axes, (metric, title) in zip(axes_list, present, strict=True):
-        for moment, marker in (("peak", "^"), ("last", "o")):
-            stats = grouped(frame, LAMBDA, f"{metric}_{moment}")
-            x, log, _ = _x_positions(list(stats[LAMBDA]))
-            axes.errorbar(
-                x,
-                stats["mean"],
-                yerr=stats["std"].fillna(0.0),
-                marker=marker,
-                capsize=3,
-                label="peak" if moment == "peak" else "last epoch",
-            )
-            if log:
-                axes.set_xscale("log")
-        axes.set_title(f"{title} (test)")
-        axes.set_xlabel("lambda (center_weight)")
-        axes.grid(alpha=0.3)
-    axes_list[0].legend()
-    return figure
-
-
-def lambda_scatter_grid(
-    frame: pd.DataFrame, runs: Sequence[RunData], max_points: int, width: float
-) -> Figure:
-    """One panel per lambda: the last epoch's test features of its first run (lowest seed)."""
-    from matplotlib.figure import Figure
-
-    from cl_analyze.viz.runs import load_plot_run
-    from cl_analyze.viz.style import class_colors
-
-    by_label = {run.label: run for run in runs}
-    order = frame.sort_values(
-        [LAMBDA, REPLICATE_PARAMETER] if REPLICATE_PARAMETER in frame else [LAMBDA]
-    )
-    chosen = order.groupby(LAMBDA, sort=True).head(1)
-    panels = len(chosen)
-    columns = min(panels, 5)
-    rows = math.ceil(panels / columns)
-    panel = width / columns
-    figure = Figure(figsize=(width, panel * rows + 0.3), layout="constrained")
-    axes_grid = figure.subplots(rows, columns, squeeze=False)
-    flat = list(axes_grid.ravel())
-    for extra in flat[panels:]:
-        extra.remove()
-    for axes, (_, row) in zip(flat, chosen.iterrows(), strict=False):
-        data = by_label[row["run"]]
-        loaded = load_plot_run(
-            data.run_dir, splits=("test", "train"), max_points=max_points, metrics=None
-        )
-        split = "test" if "test" in loaded.points else loaded.splits[0]
-        points = loaded.points[split][-1]
-        colors = class_colors(loaded.num_classes)
-        axes.scatter(points[:, 0], points[:, 1], s=2, c=colors[loaded.labels[split]], linewidths=0)
-        if loaded.centers is not None:
-            axes.scatter(
-                loaded.centers[-1, :, 0],
-                loaded.centers[-1, :, 1],
-                s=40,
-                c=colors[: loaded.num_classes],
-                marker="X",
-                edgecolors="black",
-                linewidths=0.5,
-            )
-        (x0, x1), (y0, y1) = loaded.limits
-        axes.set_xlim(x0, x1)
-        axes.set_ylim(y0, y1)
-        axes.set_box_aspect(1.0)
-        axes.set_xticks([])
-        axes.set_yticks([])
-        axes.set_title(f"lambda {row[LAMBDA]:g}" if _is_number(row[LAMBDA]) else str(row[LAMBDA]))
-    return figure
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
 
 
 def peak_spread_table(
@@ -262,12 +120,15 @@ def peak_spread_table(
 
 
 def sweep_findings(frame: pd.DataFrame, parameters: Sequence[str]) -> list[str]:
-    """Sentences: the best value of each swept parameter, and how many runs really decline."""
+    """Sentences: the best value of each swept parameter, and how many runs really decline.
+    Degenerate runs (at chance, diverged, collapsed) are left out of both."""
     sentences = []
+    usable = frame[~frame["degenerate"]] if "degenerate" in frame else frame
+    left_out = len(frame) - len(usable)
     for parameter in parameters:
         if parameter == REPLICATE_PARAMETER:
             continue
-        stats = grouped(frame, parameter, "final_accuracy")
+        stats = grouped(usable, parameter, "final_accuracy")
         if len(stats) < 2:
             continue
         best = stats.loc[stats["mean"].idxmax()]
@@ -277,11 +138,13 @@ def sweep_findings(frame: pd.DataFrame, parameters: Sequence[str]) -> list[str]:
             f" ({percent(best['mean'])} mean over {int(best['count'])} run(s)) and lowest at"
             f" {worst[parameter]} ({percent(worst['mean'])})."
         )
-    real = int((frame["verdict"] == VERDICT_REAL).sum())
+    real = int((usable["verdict"] == VERDICT_REAL).sum())
     sentences.append(
-        f"{real} of {len(frame)} runs show a real decline after their peak"
-        " (at least 2x the epoch-to-epoch noise)."
+        f"{real} of {len(usable)} runs show a real decline after their peak"
+        f" (decline test, p < {SIGNIFICANCE:g})."
     )
+    if left_out:
+        sentences.append(f"{left_out} run(s) left out of these sentences (see the warnings above).")
     return sentences
 
 
@@ -308,6 +171,11 @@ def assemble_sweep(build: ReportBuild, info: SweepInfo, notes: Sequence[str]) ->
     for note in notes:
         blocks.append(Paragraph(note, note=True))
     for run in build.runs:
+        for warning in run.warnings:
+            blocks.append(
+                Paragraph(f"Warning: {warning.text} It is left out of the comparisons.", note=True)
+            )
+    for run in build.runs:
         if run.training:
             blocks.append(
                 Paragraph(
@@ -326,6 +194,7 @@ def assemble_sweep(build: ReportBuild, info: SweepInfo, notes: Sequence[str]) ->
         "peak",
         "last",
         "decline (points)",
+        "decline test",
         "verdict",
     )
     rows = tuple(
@@ -336,8 +205,11 @@ def assemble_sweep(build: ReportBuild, info: SweepInfo, notes: Sequence[str]) ->
             str(row["peak_epoch"]),
             percent(row["peak_accuracy"]),
             percent(row["final_accuracy"]),
-            f"{100 * row['decline']:.2f}",
-            str(row["verdict"]),
+            points(row["decline"]),
+            ""
+            if row["p_value"] is None or pd.isna(row["p_value"])
+            else f"p = {row['p_value']:.3f}",
+            str(row["verdict"]) + (" (warning)" if row["degenerate"] else ""),
         )
         for _, row in frame.iterrows()
     )
@@ -353,6 +225,7 @@ def assemble_sweep(build: ReportBuild, info: SweepInfo, notes: Sequence[str]) ->
     blocks.append(Heading(2, "Peak epoch over seeds"))
     spread_columns, spread_rows = peak_spread_table(frame, parameters)
     blocks.append(Table(spread_columns, spread_rows))
+    pooled_section(build)
     if not build.options.figures:
         build.omitted.append("Figures: skipped (--no-figures).")
         return

@@ -24,12 +24,14 @@ from cl_analyze.store.schema import FORMAT, SCHEMA_VERSION, SPLITS, STORE_NAME, 
 class RunStore:
     """Read-only view of a store's completed rows, safe while a writer appends to it.
 
-    Use as a context manager, or call ``close``. All arrays are sliced to ``epochs_complete``.
+    Use as a context manager, or call ``close``. All arrays are sliced to ``epochs_complete``,
+    or to ``rows`` when given: a snapshot taken earlier (a report reads ``epochs_complete`` once
+    and every later read of a live run uses that many rows).
     Opening checks the schema (a damaged or foreign file is a one-line error) and clears the
     open-for-write flag a killed writer left, so plain h5py reads the file afterwards.
     """
 
-    def __init__(self, run: Path | str) -> None:
+    def __init__(self, run: Path | str, *, rows: int | None = None) -> None:
         self.path = store_path(run)
         alive = lock_holder(lock_path_of(self.path)) is not None
         if not alive and self.path.is_file():
@@ -40,6 +42,8 @@ class RunStore:
         self._file = self._context.__enter__()
         try:
             self._read_schema()
+            if rows is not None:
+                self._limit_rows(rows)
         except BaseException:
             self.close()
             raise
@@ -83,6 +87,14 @@ class RunStore:
         self.attrs: dict[str, Any] = {
             k: (v.item() if isinstance(v, np.generic) else v) for k, v in handle.attrs.items()
         }
+
+    def _limit_rows(self, rows: int) -> None:
+        if rows > self.rows:
+            raise CLAnalyzeError(
+                f"{self.path} now has {self.rows} complete epochs, fewer than the {rows} read"
+                " earlier (resumed or rewritten meanwhile): run the command again"
+            )
+        self.rows = max(rows, 0)
 
     def _row_problem(self) -> str | None:
         """Why the store cannot hold its completed rows, or None. (Per-split arrays may lag:

@@ -181,9 +181,11 @@ def load_plot_run(
     metrics: pd.DataFrame | None = None,
     seed: int = 0,
     name: str | None = None,
+    rows: int | None = None,
 ) -> PlotRun:
-    """Read a run's completed rows, project them to 2-D and subsample, ready for any figure."""
-    with RunStore(run) as store:
+    """Read a run's completed rows, project them to 2-D and subsample, ready for any figure.
+    ``rows``: use only the first that many rows (a snapshot of a live run taken earlier)."""
+    with RunStore(run, rows=rows) as store:
         if store.rows == 0:
             raise CLAnalyzeError(
                 f"{store.path} has no completed epoch yet: wait for epoch 0 to finish"

@@ -144,6 +144,54 @@ def test_silhouette_singletons_identical_points_and_single_class() -> None:
     assert silhouette(points, np.zeros(len(points), dtype=int)) is None
 
 
+def test_silhouette_of_float64_far_from_the_origin_is_exact() -> None:
+    # An offset of 1e4 in float64: cast to float32 first, coordinates round to ~1e-3 and the
+    # silhouette of these tight classes is off by far more than 1e-5; centred in float64 first,
+    # it is exact. Reference: scipy's cdist (direct differences in float64, no ||a||^2 + ||b||^2
+    # - 2ab cancellation) into scikit-learn's silhouette on precomputed distances.
+    points, labels = blobs(1500, 2, 5, 1.0, seed=11)
+    shifted = points.astype(np.float64) * 0.001 + 1e4  # classes 0.01 apart, spread 0.001
+    reference = silhouette_samples(cdist(shifted, shifted), labels, metric="precomputed")
+    rounded = silhouette(shifted.astype(np.float32), labels)
+    assert rounded is not None and np.abs(rounded.samples - reference).max() > 0.05
+    result = silhouette(shifted, labels)
+    assert result is not None
+    np.testing.assert_allclose(result.samples, reference, atol=1e-5)
+    values = split_metrics(shifted, labels, 5)
+    assert values["silhouette", None] == pytest.approx(reference.mean(), abs=1e-5)
+
+
+def test_every_sample_its_own_class_has_no_silhouette() -> None:
+    points, _ = blobs(12, 2, 3, 1.0, seed=12)
+    own = np.arange(12)
+    with pytest.raises(ValueError):  # scikit-learn: undefined for n_labels == n_samples
+        silhouette_score(points, own)
+    assert silhouette(points, own) is None
+    values = split_metrics(points, own, 12)
+    assert "silhouette" not in {name for name, _ in values}
+    assert all(np.isfinite(v) for v in values.values())
+
+
+def test_nearest_neighbour_ties_go_to_the_lowest_index_as_in_sklearn() -> None:
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(13)
+    # Integer grid points, many duplicated with different labels; queries on and between them:
+    # most queries have several reference points at exactly the same distance.
+    train = rng.integers(0, 4, (300, 2)).astype(np.float32)
+    train_labels = rng.integers(0, 5, 300)
+    test = (rng.integers(0, 4, (200, 2)) + rng.choice([0.0, 0.5], (200, 2))).astype(np.float32)
+    test_labels = rng.integers(0, 5, 200)
+    brute = KNeighborsClassifier(n_neighbors=1, algorithm="brute").fit(train, train_labels)
+    expected = (brute.predict(test) == test_labels).mean()
+    assert nearest_neighbour_accuracy(train, train_labels, test, test_labels) == pytest.approx(
+        expected
+    )
+    # Hand-placed: (0,0) is 1 from (1,0) [index 1] and from (0,1) [index 2]: index 1 wins.
+    reference = np.array([[5.0, 5.0], [1.0, 0.0], [0.0, 1.0]])
+    assert nearest_neighbour_accuracy(reference, np.array([0, 1, 2]), np.zeros((1, 2)), [1]) == 1
+
+
 # --- scikit-learn scores, retrieval --------------------------------------------------------------
 
 

@@ -28,9 +28,10 @@ PEAK = 7
 
 
 def planted_accuracy(epoch: np.ndarray) -> np.ndarray:
-    """Rises to 0.99 at epoch 7, then falls 0.25 points per epoch with a zigzag."""
+    """Rises to 0.99 at epoch 7, then falls 2 points per epoch with a zigzag: on 60 test
+    samples (1.67 points each) a decline the test can call real."""
     rise = 0.3 + (0.99 - 0.3) * epoch / PEAK
-    fall = 0.99 - 0.0025 * (epoch - PEAK) - 0.0004 * (epoch % 2)
+    fall = 0.99 - 0.02 * (epoch - PEAK) - 0.004 * (epoch % 2)
     return np.where(epoch <= PEAK, rise, fall)
 
 

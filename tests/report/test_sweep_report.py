@@ -187,3 +187,23 @@ def test_a_sweep_is_reported_alone(sweep_dir: Path, tmp_path: Path) -> None:
             [sweep_dir, sweep_dir / combination_name({"center_weight": 0.01, "seed": 1})],
             ReportOptions(out=tmp_path / "r"),
         )
+
+
+def test_the_seeds_of_each_lambda_are_pooled(sweep_report: Path) -> None:
+    import math
+
+    from scipy import stats
+
+    summary = json.loads((sweep_report / "summary.json").read_text())
+    groups = {group["label"]: group for group in summary["seed_groups"]}
+    assert set(groups) == {f"center_weight={lam}" for lam in LAMBDAS}
+    for lam in LAMBDAS:
+        group = groups[f"center_weight={lam}"]
+        assert group["seeds"] == list(SEEDS)
+        peaks = [float(planted_accuracy(lam, seed).max()) for seed in SEEDS]
+        half = stats.t.ppf(0.975, len(SEEDS) - 1) * np.std(peaks, ddof=1) / math.sqrt(len(SEEDS))
+        assert group["peak_accuracy"]["mean"] == pytest.approx(np.mean(peaks))
+        assert group["peak_accuracy"]["high"] == pytest.approx(np.mean(peaks) + half)
+    page = (sweep_report / "index.html").read_text()
+    assert 'id="seeds-pooled"' in page and "figures/accuracy_seeds.png" in page
+    assert "seed-to-seed spread" in page
