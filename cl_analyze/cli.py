@@ -131,7 +131,7 @@ def embed_command(
             help="auto, cpu, cuda or cuda:N",
         ),
     ] = "auto",
-    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 1024,
+    batch_size: Annotated[int, typer.Option(help="images per forward pass")] = 128,
     all_checkpoints: Annotated[
         bool,
         typer.Option(

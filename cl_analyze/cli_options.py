@@ -189,7 +189,8 @@ PrecisionOption = Annotated[
     Precision,
     typer.Option(
         parser=choice_parser(PRECISIONS),
-        help="compute precision of training and embedding (bf16: autocast)",
+        help="auto: bf16 where the hardware runs it natively (a GPU with bf16, a CPU with"
+        " AVX-512 BF16 or AMX), else fp32; bf16: autocast on the convolutions, features fp32",
         rich_help_panel=OPTIMISATION,
     ),
 ]
@@ -200,6 +201,14 @@ EmbedOption = Annotated[
     typer.Option(
         "--embed/--no-embed",
         help="store every epoch's embeddings (off: scalars and test predictions only)",
+        rich_help_panel=OUTPUT,
+    ),
+]
+EmbedTrainLimitOption = Annotated[
+    int | None,
+    typer.Option(
+        show_default="all",
+        help="embed a fixed stratified subset of N train images each epoch",
         rich_help_panel=OUTPUT,
     ),
 ]

@@ -27,6 +27,7 @@ from cl_analyze.cli_options import (
     DeviceOption,
     DownloadOption,
     EmbedOption,
+    EmbedTrainLimitOption,
     EpochsOption,
     EvalBatchSizeOption,
     FeatDimOption,
@@ -109,6 +110,7 @@ def train(
         ),
     ] = None,
     embed: EmbedOption = DEFAULTS.embed,
+    embed_train_limit: EmbedTrainLimitOption = DEFAULTS.embed_train_limit,
     eval_batch_size: EvalBatchSizeOption = DEFAULTS.eval_batch_size,
     keep_checkpoints: KeepCheckpointsOption = DEFAULTS.keep_checkpoints,
     quiet: QuietOption = False,
@@ -230,6 +232,7 @@ def sweep(
     deterministic: DeterministicOption = DEFAULTS.deterministic,
     precision: PrecisionOption = DEFAULTS.precision,
     embed: EmbedOption = DEFAULTS.embed,
+    embed_train_limit: EmbedTrainLimitOption = DEFAULTS.embed_train_limit,
     eval_batch_size: EvalBatchSizeOption = DEFAULTS.eval_batch_size,
     keep_checkpoints: KeepCheckpointsOption = DEFAULTS.keep_checkpoints,
     quiet: Annotated[

@@ -12,6 +12,8 @@ class LeNetPlusPlus(nn.Module):
     fc 1152 -> ``feat_dim`` with PReLU, then the classifier fc ``feat_dim`` -> ``num_classes``.
 
     Input ``(B, 1, 28, 28)``; ``forward`` returns ``(features (B, feat_dim), logits (B, C))``.
+    ``trunk`` (the convolutions) and ``head`` (feature layer + classifier) split it, so the trunk
+    can run under bf16 autocast while the features stay fp32; the state_dict keys are unchanged.
     """
 
     def __init__(self, num_classes: int = 10, feat_dim: int = 2) -> None:
@@ -25,13 +27,22 @@ class LeNetPlusPlus(nn.Module):
         self.feat_dim = feat_dim
         self.num_classes = num_classes
 
-    def embed(self, x: torch.Tensor) -> torch.Tensor:
+    def trunk(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolutions: ``(B, 1, 28, 28)`` -> ``(B, 1152)``. Almost all of the compute,
+        so the only part worth running under bf16 autocast."""
         for index, (conv, prelu) in enumerate(zip(self.convs, self.prelus, strict=True)):
             x = prelu(conv(x))
             if index % 2 == 1:
                 x = F.max_pool2d(x, 2)
-        return self.prelu_fc1(self.fc1(x.flatten(1)))
+        return x.flatten(1)
+
+    def head(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The feature layer and the classifier: ``(B, 1152)`` -> ``(features, logits)``."""
+        features = self.prelu_fc1(self.fc1(hidden))
+        return features, self.fc2(features)
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(x))[0]
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        features = self.embed(x)
-        return features, self.fc2(features)
+        return self.head(self.trunk(x))

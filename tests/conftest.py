@@ -41,6 +41,9 @@ TINY = dict(
     step_size=2,  # the learning rate halves after epoch 2: a resume must keep the schedule
     device="cpu",
     deterministic=True,
+    # Explicit, so the fixtures compare against plain fp32 forward passes on every CPU, native
+    # bf16 or not; `auto` is tested in test_hardware.py.
+    precision="fp32",
 )
 
 

@@ -38,7 +38,7 @@ from cl_analyze.store.schema import (
     remove_stale_partials,
     store_path,
 )
-from cl_analyze.store.writer import RunWriter, create_epoch_datasets, hardware_description
+from cl_analyze.store.writer import RunWriter, create_epoch_datasets
 
 __all__ = [
     "FORMAT",
@@ -53,7 +53,6 @@ __all__ = [
     "create_epoch_datasets",
     "file_lock",
     "flagged_open_for_write",
-    "hardware_description",
     "is_run_file",
     "lock_holder",
     "lock_path_of",

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import platform
 import socket
 import time
 from collections.abc import Mapping
@@ -19,16 +18,6 @@ from cl_analyze import __version__
 from cl_analyze.atomic import partial_path
 from cl_analyze.store.repair import rebuild
 from cl_analyze.store.schema import FORMAT, SCHEMA_VERSION, store_path
-
-
-def hardware_description() -> str:
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    text = f"{os.cpu_count()} CPU cores ({cpu})"
-    if torch.cuda.is_available():
-        text += f", {torch.cuda.get_device_name(0)}"
-    return text
 
 
 class RunWriter:

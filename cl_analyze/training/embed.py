@@ -31,6 +31,7 @@ from cl_analyze.data import (
     stratified_subset,
 )
 from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.hardware import hardware_description, precision_warning
 from cl_analyze.models import LeNetPlusPlus
 from cl_analyze.progress import Reporter
 from cl_analyze.store import (
@@ -39,7 +40,6 @@ from cl_analyze.store import (
     RunWriter,
     create_epoch_datasets,
     flagged_open_for_write,
-    hardware_description,
     rebuild,
     remove_stale_partials,
     run_lock,
@@ -50,7 +50,7 @@ from cl_analyze.training.checkpoints import (
     model_from_checkpoint,
     resolve_checkpoint,
 )
-from cl_analyze.training.fit import HISTORY_NAMES
+from cl_analyze.training.fit import HISTORY_NAMES, recorded_split
 from cl_analyze.training.loop import Evaluation, evaluate, resolve_device
 
 # Batches per progress-bar step: each step is one `evaluate` call.
@@ -70,7 +70,7 @@ class EmbedConfig:
     limit: int | None = None
     out: Path | None = None
     device: str = "auto"
-    batch_size: int = 1024
+    batch_size: int = 128
     all_checkpoints: bool = False
 
     def __post_init__(self) -> None:
@@ -142,8 +142,11 @@ def _checkpoint_inputs(config: EmbedConfig, payload: dict[str, Any]) -> Images:
         limit_test=limit if config.split == "test" else None,
         download=False,
     )
+    split = dataset.split(config.split)
+    if config.limit is None and name == train_config.dataset:
+        split = recorded_split(dataset, train_config, config.split)  # --embed-train-limit's
     # The model's own input normalisation, whatever the dataset: that is what it learned on.
-    images = Images(name, dataset.split(config.split), dataset.class_names, mean, std)
+    images = Images(name, split, dataset.class_names, mean, std)
     _check_fits(images, int(payload["num_classes"]))
     return images
 
@@ -231,6 +234,9 @@ def embed_checkpoint(config: EmbedConfig, reporter: Reporter) -> Path:
     device = resolve_device(config.device)
     payload, model, precision = _load_model(checkpoint, device)
     images = _checkpoint_inputs(config, payload)
+    warning = precision_warning(precision, device)
+    if warning is not None:
+        reporter.log(warning)
     if config.images is not None and images.class_names != tuple(payload["class_names"]):
         reporter.log(
             f"note: the class folders of {config.images} are not the model's classes: folder i"
@@ -275,6 +281,7 @@ def embed_checkpoint(config: EmbedConfig, reporter: Reporter) -> Path:
             attrs={
                 "device": str(device),
                 "hardware": hardware_description(),
+                "precision": precision,
                 "embedded_from": str(checkpoint),
             },
         )
@@ -325,10 +332,11 @@ def _embed_all_checkpoints_locked(config: EmbedConfig, reporter: Reporter) -> Pa
         limit_test=train_config.limit_test,
         download=False,
     )
+    recorded = {split: recorded_split(dataset, train_config, split) for split in missing}
     for split in missing:
         labels, indices = stored[split]
-        if not np.array_equal(dataset.split(split).indices.numpy(), indices) or not (
-            np.array_equal(dataset.split(split).labels.numpy(), labels)
+        if not np.array_equal(recorded[split].indices.numpy(), indices) or not (
+            np.array_equal(recorded[split].labels.numpy(), labels)
         ):
             raise CLAnalyzeError(
                 f"the {split} split of {train_config.dataset} differs from the one {run} was"
@@ -349,7 +357,7 @@ def _embed_all_checkpoints_locked(config: EmbedConfig, reporter: Reporter) -> Pa
                 for split in missing:
                     images = Images(
                         dataset.name,
-                        dataset.split(split),
+                        recorded[split],
                         dataset.class_names,
                         dataset.mean,
                         dataset.std,

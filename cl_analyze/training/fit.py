@@ -14,14 +14,14 @@ import torch
 
 from cl_analyze.atomic import write_text_atomic
 from cl_analyze.config import TrainConfig
-from cl_analyze.data import Dataset, load_dataset
+from cl_analyze.data import Dataset, Split, load_dataset, stratified_subset
 from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.hardware import hardware_description, precision_warning, resolve_precision
 from cl_analyze.progress import Reporter
 from cl_analyze.store import (
     STORE_NAME,
     RunStore,
     RunWriter,
-    hardware_description,
     remove_stale_partials,
     run_lock,
 )
@@ -128,6 +128,8 @@ def fit(
     check_run_folder(run_dir, resume=resume, overwrite=overwrite)
     # Everything that can fail on bad input comes before the folder is touched.
     device = resolve_device(config.device)
+    # The stored config records what ran: auto becomes fp32 or bf16 for this device.
+    config = config.replace(precision=resolve_precision(config.precision, device))
     dataset = load_dataset(
         config.dataset,
         config.data_dir,
@@ -211,19 +213,31 @@ def _fit_locked(
                     feat_dim=config.feat_dim,
                     splits={
                         name: (s.labels.cpu().numpy(), s.indices.cpu().numpy())
-                        for name, s in (("train", dataset.train), ("test", dataset.test))
+                        for name, s in (
+                            ("train", recorded_split(dataset, config, "train")),
+                            ("test", dataset.test),
+                        )
                     },
                     history_names=HISTORY_NAMES,
                     with_centers=config.loss == "center",
                     evaluated_splits=("train", "test") if config.embed else ("test",),
                     config=config.to_dict(),
-                    attrs={"device": str(device), "hardware": hardware_description()},
+                    attrs={
+                        "device": str(device),
+                        "hardware": hardware_description(),
+                        "precision": config.precision,
+                    },
                 )
             )
 
         _write_or_explain(create, store_file, run_dir, None)
         writer = writers[0]
-    reporter.log(f"run folder: {run_dir}  ({dataset.name}, {config.loss} loss, {device})")
+    reporter.log(
+        f"run folder: {run_dir}  ({dataset.name}, {config.loss} loss, {device}, {config.precision})"
+    )
+    warning = precision_warning(config.precision, device)
+    if warning is not None:
+        reporter.log(warning)
     if resume:
         reporter.log(f"resuming {run_dir} at epoch {start_epoch}")
     # Beside the store, never before it: a folder with a config.json but no run is not ours.
@@ -293,6 +307,13 @@ def _fit_locked(
     return store_file
 
 
+def recorded_split(dataset: Dataset, config: TrainConfig, name: str) -> Split:
+    """The images a run embeds every epoch: the whole split, or with ``--embed-train-limit`` a
+    fixed stratified subset of the train split (the same images every epoch)."""
+    split = dataset.split(name)
+    return stratified_subset(split, config.embed_train_limit) if name == "train" else split
+
+
 def _record_epoch(
     state: TrainState, dataset: Dataset, config: TrainConfig, stats: EpochStats | None
 ) -> dict[str, Any]:
@@ -303,7 +324,7 @@ def _record_epoch(
     for name in splits:
         evaluations[name] = evaluate(
             state.model,
-            dataset.split(name),
+            recorded_split(dataset, config, name),
             dataset.mean,
             dataset.std,
             batch_size=config.eval_batch_size,

@@ -307,3 +307,17 @@ def test_out_never_replaces_a_file(center_run: Path, tmp_path: Path) -> None:
     again = runner.invoke(app, ["embed", str(run), "--quiet"])
     assert isinstance(again.exception, CLAnalyzeError) and "already exists" in str(again.exception)
     assert written.read_bytes() == content
+
+
+def test_all_checkpoints_rebuilds_the_embed_train_limit_subset(tmp_path: Path) -> None:
+    config = tiny_config(
+        loss="softmax", epochs=1, limit_train=100, embed_train_limit=20, keep_checkpoints="all"
+    )
+    fit(config, tmp_path / "full")
+    fit(config.replace(embed=False), tmp_path / "lean")
+    result = runner.invoke(app, ["embed", str(tmp_path / "lean"), "--all-checkpoints", "--quiet"])
+    assert result.exit_code == 0, result.output
+    with RunStore(tmp_path / "lean") as rebuilt, RunStore(tmp_path / "full") as trained:
+        assert rebuilt.features("train").shape == (2, 20, 2)
+        np.testing.assert_array_equal(rebuilt.indices("train"), trained.indices("train"))
+        np.testing.assert_allclose(rebuilt.features("train"), trained.features("train"), atol=1e-5)

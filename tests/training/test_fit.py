@@ -231,3 +231,32 @@ def test_cuda_training_matches_cpu_features_closely(tmp_path: Path) -> None:
     with RunStore(tmp_path / "gpu") as gpu, RunStore(tmp_path / "cpu") as cpu:
         assert np.allclose(gpu.features("test", 0), cpu.features("test", 0), atol=1e-3)
         assert gpu.attrs["device"].startswith("cuda")
+
+
+def test_embed_train_limit_embeds_a_fixed_stratified_subset(tmp_path: Path) -> None:
+    from cl_analyze.data import load_dataset, normalise, stratified_subset
+    from cl_analyze.training.checkpoints import model_from_checkpoint
+
+    config = tiny_config(
+        loss="center", epochs=1, limit_train=120, limit_test=50, embed_train_limit=30
+    )
+    fit(config, tmp_path / "run")
+    dataset = load_dataset("mnist-5k", limit_train=120, limit_test=50)
+    subset = stratified_subset(dataset.train, 30)
+    model, _ = model_from_checkpoint(load_checkpoint(tmp_path / "run" / "last.pt"))
+    model.eval()
+    with torch.no_grad():
+        features, logits = model(normalise(subset.images, dataset.mean, dataset.std))
+    with RunStore(tmp_path / "run") as store:
+        assert store.features("train").shape == (2, 30, 2)  # every epoch, the same 30 images
+        assert store.features("test").shape == (2, 50, 2)  # the test split stays whole
+        assert np.array_equal(store.indices("train"), subset.indices.numpy())
+        assert np.bincount(store.labels("train")).tolist() == [3] * 10
+        assert np.allclose(store.features("train", -1), features.numpy(), atol=1e-5)
+        predictions = store.predictions("train", -1)
+        assert np.array_equal(predictions, logits.argmax(1).numpy())
+        assert store.history["train_accuracy_eval"][-1] == pytest.approx(
+            (predictions == store.labels("train")).mean()
+        )
+    with pytest.raises(CLAnalyzeError, match="--embed-train-limit must be >= 1"):
+        tiny_config(embed_train_limit=0)
