@@ -197,7 +197,7 @@ def _fit_locked(
             rows = writer.rows  # read before closing: a closed file has no attributes
             writer.close()
             raise CLAnalyzeError(
-                f"{store_file} holds {rows} epochs but {LAST} is at epoch"
+                f"{store_file} holds {rows} epoch{'' if rows == 1 else 's'} but {LAST} is at epoch"
                 f" {start_epoch - 1}: the store is damaged; start again with --overwrite"
             )
     else:

@@ -128,7 +128,7 @@ def test_resume_refuses_a_store_with_fewer_epochs_than_its_checkpoint(
     shutil.copytree(center_run, run)
     rebuild(run / "run.h5", keep_rows=1)  # last.pt is at epoch 2, the store holds epoch 0 only
     checkpoint = (run / "last.pt").read_bytes()
-    with pytest.raises(CLAnalyzeError, match=r"holds 1 epochs but last\.pt is at epoch 2.*damaged"):
+    with pytest.raises(CLAnalyzeError, match=r"holds 1 epoch but last\.pt is at epoch 2.*damaged"):
         fit(tiny_config(loss="center"), run, resume=True)
     assert (run / "last.pt").read_bytes() == checkpoint
     with RunStore(run) as store, RunStore(center_run) as original:
