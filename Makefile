@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 DEMO_TRAIN := --dataset mnist-5k --epochs 12 --lr 0.01 --batch-size 64 --precision bf16 \
 	--quiet --overwrite
 
-.PHONY: demo test test-all lint bench clean
+.PHONY: demo test test-all lint bench gpu-check clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,13 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
+
+# The GPU check in one call (benchmarks/gpu_check.sh; results in gpu-check/results.md). It needs
+# no .venv: the image's python3 with PyTorch runs it from the source tree, offline.
+# Data first: mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
+GPU_CHECK_OUT ?= gpu-check
+gpu-check:
+	bash benchmarks/gpu_check.sh $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
