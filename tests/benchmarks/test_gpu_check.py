@@ -1,0 +1,153 @@
+"""benchmarks/gpu_check.sh: its smoke mode end to end (slow), and its parts on tiny runs."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+from conftest import tiny_config
+
+from benchmarks import gpu_check
+from cl_analyze import data
+from cl_analyze.training.fit import fit
+from cl_analyze.training.stopping import TrainingStopped
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
+# Half a unit of the last printed digit (0.01), and float rounding of the halfway case.
+HALF_DIGIT = 0.005 + 1e-9
+
+
+def store_numbers(run_dir: Path) -> dict[str, float]:
+    """A run's numbers read with plain h5py, independently of cl_analyze's reader."""
+    with h5py.File(run_dir / "run.h5", "r") as handle:
+        rows = int(handle.attrs["epochs_complete"])
+        accuracy = handle["history/test_accuracy"][:rows]
+        elapsed = handle["history/elapsed_s"][:rows]
+        embedded = sum(len(handle[f"{split}/labels"]) for split in ("train", "test"))
+        epochs = handle["epochs"][:rows]
+    return {
+        "epochs": float(epochs[-1]),
+        "final": 100 * float(accuracy[-1]),
+        "peak": 100 * float(accuracy.max()),
+        "peak_epoch": float(epochs[int(np.argmax(accuracy))]),
+        "embedded": float(embedded),
+        "epoch_s": float((elapsed[-1] - elapsed[0]) / (rows - 1)),
+        "clock_s": float(elapsed[-1]),
+    }
+
+
+def markdown_row(markdown: str, run: str) -> list[str]:
+    rows = [line for line in markdown.splitlines() if line.startswith(f"| {run} |")]
+    assert len(rows) == 1, markdown
+    return [cell.strip() for cell in rows[0].strip("|").split("|")]
+
+
+def assert_row_matches_store(markdown: str, run_dir: Path) -> None:
+    cells = markdown_row(markdown, run_dir.name)
+    numbers = store_numbers(run_dir)
+    assert int(cells[1]) == numbers["epochs"]
+    assert float(cells[2].rstrip("%")) == pytest.approx(numbers["final"], abs=HALF_DIGIT)
+    assert float(cells[3].rstrip("%")) == pytest.approx(numbers["peak"], abs=HALF_DIGIT)
+    assert int(cells[4]) == numbers["peak_epoch"]
+    assert int(cells[5]) == numbers["embedded"]
+    assert float(cells[6]) == pytest.approx(numbers["epoch_s"], abs=HALF_DIGIT)
+    assert float(cells[9]) == pytest.approx(numbers["clock_s"], abs=10 * HALF_DIGIT)
+
+
+def test_results_md_states_what_the_stores_hold(center_run: Path, softmax_run: Path) -> None:
+    results = gpu_check.Results(mode="smoke, CPU")
+    results.runs = [gpu_check.summarise_run(run) for run in (softmax_run, center_run)]
+    markdown = gpu_check.render_markdown(results)
+    for run in (softmax_run, center_run):
+        assert_row_matches_store(markdown, run)
+
+
+def test_plan_fits_both_runs_and_the_report_in_the_budget() -> None:
+    epoch_s, startup_s, probe = 0.4, 3.0, 3
+    center_s = epoch_s * gpu_check.CENTER_COST_FACTOR
+
+    def needed(epochs: int) -> float:  # softmax's remaining epochs, all of center's, 2 starts
+        report = gpu_check.REPORT_FIXED_S + gpu_check.REPORT_PER_EPOCH_S * 2 * (epochs + 1)
+        return (epochs - probe) * epoch_s + (epochs + 1) * center_s + 2 * startup_s + report
+
+    for budget in (needed(40) + 0.01, needed(77) - 0.01, needed(100) + 1.0, 1.0):
+        planned = gpu_check.plan_epochs(100, probe, epoch_s, budget, startup_s)
+        expected = max([probe] + [e for e in range(probe, 101) if needed(e) <= budget])
+        assert planned == expected
+    assert gpu_check.plan_epochs(100, probe, epoch_s, needed(40) + 0.01, startup_s) == 40
+    assert gpu_check.plan_epochs(100, probe, epoch_s, needed(77) - 0.01, startup_s) == 76
+    assert gpu_check.plan_epochs(100, probe, epoch_s, 1e6, startup_s) == 100
+    assert gpu_check.plan_epochs(100, probe, epoch_s, 1.0, startup_s) == probe
+
+
+def test_deadline_stops_training_at_an_epoch_boundary_and_keeps_it(tmp_path: Path) -> None:
+    config = tiny_config(loss="center", epochs=50)
+    watchdog = gpu_check.Deadline(time.monotonic() + 1.0)
+    with pytest.raises(TrainingStopped) as stopped, watchdog.armed():
+        fit(config, tmp_path / "run")
+    assert watchdog.fired and stopped.value.signal_name == "SIGTERM"
+    numbers = store_numbers(tmp_path / "run") if stopped.value.saved_epoch else None
+    if numbers is not None:
+        assert numbers["epochs"] == stopped.value.saved_epoch < 50
+
+
+def test_missing_data_is_one_line_naming_the_fix_and_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(data, "DEBIAN_FASHION_MNIST", tmp_path / "nowhere")
+    out = tmp_path / "out"
+    code = gpu_check.main(["--smoke", "--data-dir", str(tmp_path / "data"), str(out)])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "fashion-mnist" in err and "carry" in err and "cp " in err
+    assert not out.exists()
+
+
+def test_a_folder_with_files_is_never_written_into(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    assert gpu_check.main(["--smoke", str(out)]) == 2
+    assert "not an empty folder" in capsys.readouterr().err
+    assert [p.name for p in out.iterdir()] == ["notes.txt"]
+    assert gpu_check.main(["--smoke", "--budget-s", "0", str(tmp_path / "new")]) == 2
+    assert gpu_check.main(["--smoke", "--no-such-option", str(tmp_path / "new")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 2 and "--budget-s must be > 0" in err
+
+
+@pytest.mark.slow  # a minute or more on a loaded 2-core CPU: bench, two runs, a report
+def test_smoke_mode_writes_results_that_agree_with_its_stores(tmp_path: Path) -> None:
+    if data.find_idx_folder("fashion-mnist", REPO / "data") is None:
+        pytest.skip("Fashion-MNIST is not here: apt-get install dataset-fashion-mnist")
+    out = tmp_path / "gpu-check"
+    done = subprocess.run(
+        ["bash", str(SCRIPT), "--smoke", str(out)],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    markdown = (out / "results.md").read_text()
+    assert (out / "report" / "index.html").is_file() and (out / "report.tar.gz").is_file()
+    assert (out / "gpu-check.log").read_text().count("[gpu-check]") >= 8
+    for run in ("softmax", "center"):
+        assert_row_matches_store(markdown, out / run)
+        assert store_numbers(out / run)["epochs"] == 2
+    phases = re.findall(r"^\| (pytest -m gpu|training benchmark|reference experiment.*?|report) \|"
+                        r" [\d.]+ \| (\w+) \|", markdown, flags=re.MULTILINE)  # fmt: skip
+    assert [status for _, status in phases] == ["skipped", "ok", "ok", "ok"]
+    ratio = re.search(r"\| cl-analyze `train_one_epoch`, fp32 \| [\d,]+ \| ([\d.]+)x \|", markdown)
+    assert ratio is not None and float(ratio.group(1)) > 0
