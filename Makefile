@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 DEMO_TRAIN := --dataset mnist-5k --epochs 12 --lr 0.01 --batch-size 64 --precision bf16 \
 	--quiet --overwrite
 
-.PHONY: demo test test-all lint bench gpu-check clean
+.PHONY: demo test test-all lint bench clean
 
 $(STAMP): pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -43,7 +43,8 @@ bench: $(STAMP)
 
 # The GPU check in one call (benchmarks/gpu_check.sh; results in gpu-check/results.md). It needs
 # no .venv: the image's python3 with PyTorch runs it from the source tree, offline.
-# Data first: mkdir -p data/fashion-mnist && cp /usr/share/datasets/fashion-mnist/*.gz data/fashion-mnist/
+# Data first: the four Fashion-MNIST .gz files in data/fashion-mnist/ (README, "On a GPU").
+.PHONY: gpu-check
 GPU_CHECK_OUT ?= gpu-check
 gpu-check:
 	bash benchmarks/gpu_check.sh $(GPU_CHECK_OUT)

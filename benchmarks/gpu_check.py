@@ -103,6 +103,7 @@ class RunSummary:
     mean_embed_s: float
     total_s: float  # elapsed_s of the last row: the run's own clock
     embedded_images: int  # images embedded per epoch (train + test)
+    precision: str  # as the run resolved it (`auto` becomes fp32 or bf16)
 
 
 @dataclass
@@ -112,7 +113,6 @@ class Results:
     phases: list[Phase] = field(default_factory=list)
     bench: dict[str, float | str] = field(default_factory=dict)
     runs: list[RunSummary] = field(default_factory=list)
-    precision: str = ""  # the experiment's
     epochs_asked: int = 0
     epochs_planned: int = 0
     notes: list[str] = field(default_factory=list)
@@ -421,6 +421,7 @@ def summarise_run(run_dir: Path) -> RunSummary:
         history = store.history
         epochs = store.epochs
         embedded = sum(len(store.labels(split)) for split in store.splits)
+        precision = str(store.config.get("precision", "unknown"))
     accuracy = np.asarray(history["test_accuracy"], dtype=np.float64)
     elapsed = np.asarray(history["elapsed_s"], dtype=np.float64)
     peak = int(np.nanargmax(accuracy))
@@ -436,6 +437,7 @@ def summarise_run(run_dir: Path) -> RunSummary:
         mean_embed_s=float(np.mean(history["embed_time_s"][1:])) if trained else math.nan,
         total_s=float(elapsed[-1]),
         embedded_images=int(embedded),
+        precision=precision,
     )
 
 
@@ -454,7 +456,6 @@ def run_experiment(
     softmax run's first epochs time an epoch and size both runs."""
     asked = config.epochs
     results.epochs_asked = asked
-    results.precision = config.precision
     softmax_dir, center_dir = work / "softmax", work / "center"
     softmax = config.replace(loss="softmax")
     center = config.replace(loss="center")
@@ -584,8 +585,8 @@ def render_markdown(results: Results) -> str:
         lines += [
             "## The reference experiment",
             "",
-            f"Precision {results.precision}. Epochs asked: {results.epochs_asked}; trained: "
-            + ", ".join(f"{run.name} {run.epochs}" for run in results.runs)
+            f"Epochs asked: {results.epochs_asked}; trained: "
+            + ", ".join(f"{run.name} {run.epochs} in {run.precision}" for run in results.runs)
             + ". Numbers read back from each run's `run.h5`; an epoch's wall time is the step of"
             " `elapsed_s` (training, embedding every image, writing the row, the checkpoint).",
             "",

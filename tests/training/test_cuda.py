@@ -65,3 +65,15 @@ def test_the_missions_command_trains_on_cuda(tmp_path: Path) -> None:
         assert store.attrs["device"].startswith("cuda")
         assert store.rows == 2 and np.isfinite(store.features("train", 1)).all()
     assert torch.cuda.is_available()
+
+
+def test_precision_auto_resolves_on_cuda_and_the_run_records_it(tmp_path: Path) -> None:
+    hardware = pytest.importorskip("cl_analyze.hardware", reason="needs --precision auto")
+    device = torch.device("cuda")
+    expected = "bf16" if torch.cuda.is_bf16_supported(including_emulation=False) else "fp32"
+    assert hardware.resolve_precision("auto", device) == expected
+    config = tiny_config(loss="softmax", epochs=1, device="cuda").replace(**offline_data())
+    fit(config.replace(precision="auto"), tmp_path / "run")
+    with RunStore(tmp_path / "run") as store:
+        assert store.config["precision"] == expected
+        assert np.isfinite(store.features("test", 1)).all()
