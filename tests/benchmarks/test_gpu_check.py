@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import subprocess
@@ -16,6 +17,7 @@ from conftest import tiny_config
 
 from benchmarks import gpu_check
 from cl_analyze import data
+from cl_analyze.progress import Reporter
 from cl_analyze.training.fit import fit
 from cl_analyze.training.stopping import TrainingStopped
 
@@ -88,15 +90,31 @@ def test_plan_fits_both_runs_and_the_report_in_the_budget() -> None:
     assert gpu_check.plan_epochs(100, probe, epoch_s, 1.0, startup_s) == probe
 
 
-def test_deadline_stops_training_at_an_epoch_boundary_and_keeps_it(tmp_path: Path) -> None:
-    config = tiny_config(loss="center", epochs=50)
-    watchdog = gpu_check.Deadline(time.monotonic() + 1.0)
+class DueAfterEpoch(Reporter):
+    """Moves a watchdog's deadline to now once a given epoch's line is logged."""
+
+    def __init__(self, watchdog: gpu_check.Deadline, epoch: int) -> None:
+        super().__init__(quiet=True)
+        self.watchdog, self.epoch = watchdog, epoch
+
+    def log(self, message: str) -> None:
+        super().log(message)
+        if message.startswith(f"epoch {self.epoch:>3}/"):
+            self.watchdog.at = time.monotonic()
+
+
+def test_deadline_stops_training_at_a_batch_and_keeps_the_saved_epochs(tmp_path: Path) -> None:
+    watchdog = gpu_check.Deadline(math.inf)
     with pytest.raises(TrainingStopped) as stopped, watchdog.armed():
-        fit(config, tmp_path / "run")
+        fit(
+            tiny_config(loss="center", epochs=50),
+            tmp_path / "run",
+            reporter=DueAfterEpoch(watchdog, 1),
+        )
     assert watchdog.fired and stopped.value.signal_name == "SIGTERM"
-    numbers = store_numbers(tmp_path / "run") if stopped.value.saved_epoch else None
-    if numbers is not None:
-        assert numbers["epochs"] == stopped.value.saved_epoch < 50
+    # Due once epoch 1 is saved; the signal lands within 0.2 s, in epoch 2 or just after it.
+    assert stopped.value.saved_epoch in (1, 2)
+    assert store_numbers(tmp_path / "run")["epochs"] == stopped.value.saved_epoch
 
 
 def test_missing_data_is_one_line_naming_the_fix_and_writes_nothing(
