@@ -18,7 +18,9 @@ with PyTorch holds, offline. Phases, each timed:
 
 OUT holds only small files (results, logs, the report packed in one ``report.tar.gz``): the
 device tool brings back at most 8 files of 16 MiB. The run stores (about 85 MB each at 100
-epochs) and the report folder go to ``--work-dir`` (default: OUT itself).
+epochs) and the report folder go to ``--work-dir`` (default: OUT itself; on the device tool,
+pass a folder outside $OUT). The CUDA-graph lever runs last: a failed capture cannot spoil the
+experiment.
 """
 
 from __future__ import annotations
@@ -70,6 +72,7 @@ REPORT_PER_EPOCH_S = 0.15  # CPU: ~0.7 s (BACKGROUND.md); the metrics run on CUD
 PROBE_EPOCHS = 3  # epoch 1 carries cuDNN's autotuning; epochs 2-3 give the steady cost
 CENTER_COST_FACTOR = 1.15  # a center-loss epoch against a softmax one (a few more kernels)
 GPU_TESTS_TIMEOUT_S = 120.0
+LEVER_S = 15.0  # the CUDA-graph lever: capture and one epoch, expected a few seconds
 TARGET_RATIO = 10.0  # issue 17: an epoch at least 10x the reference-style loop
 TARGET_RUN_S = 60.0  # and 100 epochs with per-epoch embeddings under a minute
 MAX_RETURNED_BYTES = 15 * 2**20  # the device tool returns files up to 16 MiB
@@ -402,15 +405,18 @@ def run_bench(dataset: Dataset, device: torch.device) -> tuple[dict[str, float |
         measure("ours_fp32_img_s", lambda: ours_train_rate(dataset, device, "fp32"))
         if device.type == "cuda":
             measure("ours_bf16_img_s", lambda: ours_train_rate(dataset, device, "bf16"))
-            measure("graphed_fp32_img_s", lambda: graphed_train_rate(dataset, device))
         for batch in EMBED_BATCHES if device.type == "cuda" else EMBED_BATCHES[1:2]:
             measure(f"embed_b{batch}_img_s", _embedding(dataset, device, batch))
-    baseline = results.get("reference_img_s")
-    for name in ("ours_fp32_img_s", "ours_bf16_img_s", "graphed_fp32_img_s"):
-        value = results.get(name)
-        if isinstance(baseline, float) and isinstance(value, float):
-            results[name.replace("_img_s", "_ratio")] = value / baseline
+    add_ratios(results)
     return results, notes
+
+
+def add_ratios(bench: dict[str, float | str]) -> None:
+    baseline = bench.get("reference_img_s")
+    for name in ("ours_fp32_img_s", "ours_bf16_img_s", "graphed_fp32_img_s"):
+        value = bench.get(name)
+        if isinstance(baseline, float) and isinstance(value, float):
+            bench[name.replace("_img_s", "_ratio")] = value / baseline
 
 
 # --- phase 3: the reference experiment ----------------------------------------------------------
@@ -592,14 +598,15 @@ def render_markdown(results: Results) -> str:
             "",
             "| run | epochs | final test accuracy | peak test accuracy | peak epoch"
             " | images embedded per epoch | mean epoch (s) | mean training (s)"
-            " | mean embedding (s) | run's own clock (s) |",
-            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            " | mean embedding (s) | run's own clock (s) | the rest: writing, checkpoint (s) |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
         lines += [
             f"| {r.name} | {r.epochs} | {_percent(r.final_test_accuracy)}"
             f" | {_percent(r.peak_test_accuracy)} | {r.peak_epoch} | {r.embedded_images}"
             f" | {_seconds(r.mean_epoch_s)} | {_seconds(r.mean_train_s)}"
-            f" | {_seconds(r.mean_embed_s)} | {r.total_s:.1f} |"
+            f" | {_seconds(r.mean_embed_s)} | {r.total_s:.1f}"
+            f" | {_seconds(r.mean_epoch_s - r.mean_train_s - r.mean_embed_s)} |"
             for r in results.runs
         ]
         lines.append("")
@@ -614,13 +621,14 @@ def goal_lines(results: Results) -> list[str]:
     if results.mode != "GPU" or not (results.bench or results.runs):
         return []
     lines = ["## The targets", ""]
-    ratio = results.bench.get("ours_fp32_ratio")
-    if isinstance(ratio, float):
-        verdict = "met" if ratio >= TARGET_RATIO else "not met"
-        lines.append(
-            f"- An epoch >= {TARGET_RATIO:.0f}x faster than the reference-style loop: {ratio:.1f}x"
-            f" in fp32, {verdict}."
-        )
+    for precision in ("fp32", "bf16"):
+        ratio = results.bench.get(f"ours_{precision}_ratio")
+        if isinstance(ratio, float):
+            verdict = "met" if ratio >= TARGET_RATIO else "not met"
+            lines.append(
+                f"- An epoch >= {TARGET_RATIO:.0f}x faster than the reference-style loop:"
+                f" {ratio:.1f}x in {precision}, {verdict}."
+            )
     for run in results.runs:
         if math.isnan(run.mean_epoch_s):
             continue
@@ -758,10 +766,13 @@ def check(args: argparse.Namespace, started: float) -> Results:
 
     phase("pytest -m gpu", tests)
 
+    loaded: list[Dataset] = []
+
     def bench() -> tuple[str, str]:
         dataset = load_dataset(
             DATASET, args.data_dir, limit_train=limit_train, limit_test=limit_test, download=False
         ).to(device)
+        loaded.append(dataset)
         results.bench, notes = run_bench(dataset, device)
         results.notes += notes
         ratio = results.bench.get("ours_fp32_ratio")
@@ -822,6 +833,19 @@ def check(args: argparse.Namespace, started: float) -> Results:
         return "ok", "; ".join(parts)
 
     phase("report", report)
+
+    def graphed_lever() -> tuple[str, str]:
+        if device.type != "cuda" or not loaded:
+            return "skipped", "CUDA only"
+        if deadline - time.monotonic() < LEVER_S:
+            return "skipped", "no time left in the budget"
+        with process_state_restored():
+            torch.backends.cudnn.benchmark = True
+            results.bench["graphed_fp32_img_s"] = graphed_train_rate(loaded[0], device)
+        add_ratios(results.bench)
+        return "ok", f"{_ratio(results.bench.get('graphed_fp32_ratio'))} the reference's"
+
+    phase("lever: the step as one CUDA graph", graphed_lever)
     return results
 
 
