@@ -43,5 +43,13 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.run
 
+# The GPU check in one call (benchmarks/gpu_check.sh; results in gpu-check/results.md). It needs
+# no .venv: the image's python3 with PyTorch runs it from the source tree, offline.
+# Data first: the four Fashion-MNIST .gz files in data/fashion-mnist/ (README, "On a GPU").
+.PHONY: gpu-check
+GPU_CHECK_OUT ?= gpu-check
+gpu-check:
+	bash benchmarks/gpu_check.sh $(GPU_CHECK_OUT)
+
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

