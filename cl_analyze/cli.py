@@ -288,6 +288,80 @@ def report(
     print(index)
 
 
+# --- export (cl-analyze export) ---
+
+EXPORT_TARGETS = ("tensorboard", "wandb")  # export.EXPORT_TARGETS, written out (start-up time)
+if TYPE_CHECKING:
+    ExportTarget: TypeAlias = str
+else:
+    ExportTarget = Literal[EXPORT_TARGETS]
+
+
+@app.command(cls=Command)
+def export(
+    run: Annotated[Path, typer.Argument(help="run folder (artifacts/run1)")],
+    to: Annotated[
+        ExportTarget,
+        typer.Option(parser=choice_parser(EXPORT_TARGETS), help="where to open the run"),
+    ] = "tensorboard",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            show_default="tensorboard/<run>, or wandb/", help="a new folder (never overwritten)"
+        ),
+    ] = None,
+    epochs: Annotated[
+        str | None,
+        typer.Option(
+            show_default="first,peak,last", help="projector epochs: numbers, first, peak, last, all"
+        ),
+    ] = None,
+    split: Annotated[
+        Split, typer.Option(parser=choice_parser(SPLITS), help="split shown in the projector")
+    ] = "test",
+    sprite: Annotated[
+        bool, typer.Option("--sprite/--no-sprite", help="digit images on the projector's points")
+    ] = True,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(show_default="the run's", envvar=DATA_ENV, help="where the digits are"),
+    ] = None,
+    max_points: Annotated[
+        int | None,
+        typer.Option(show_default="all", help="projector points per epoch, stratified"),
+    ] = None,
+    metrics: Annotated[
+        bool, typer.Option("--metrics/--no-metrics", help="the cached metrics as scalars too")
+    ] = True,
+    figures: Annotated[
+        bool, typer.Option("--figures/--no-figures", help="wandb: log the report's figures")
+    ] = True,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="plain log lines, no progress bar")
+    ] = False,
+) -> None:
+    """Open a run in TensorBoard (scalars, embedding projector) or Weights & Biases (offline).
+
+    The last line printed is the folder written."""
+    from cl_analyze.export import ExportOptions, export_run, parse_export_epochs
+    from cl_analyze.progress import Reporter
+
+    options = ExportOptions(
+        target=to,
+        out=out,
+        epochs=parse_export_epochs(epochs),
+        split=split,
+        sprite=sprite,
+        data_dir=data_dir,
+        metrics=metrics,
+        figures=figures,
+        max_points=max_points,
+    )
+    with Reporter(quiet=quiet) as reporter:
+        folder = export_run(run, options, reporter)
+    print(folder)
+
+
 app.command(cls=Command)(sweep)
 
 
