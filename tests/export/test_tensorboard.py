@@ -16,11 +16,11 @@ from cl_analyze.store import RunStore
 
 pytest.importorskip("tensorboard", reason="pip install 'cl-analyze[tensorboard]'")
 
-from tensorboard.backend.event_processing.event_accumulator import (  # noqa: E402
+from google.protobuf import text_format
+from tensorboard.backend.event_processing.event_accumulator import (
     EventAccumulator,
 )
-from tensorboard.plugins.projector import projector_config_pb2  # noqa: E402
-from google.protobuf import text_format  # noqa: E402
+from tensorboard.plugins.projector import projector_config_pb2
 
 
 def run_main(monkeypatch: pytest.MonkeyPatch, *args: str) -> int:
