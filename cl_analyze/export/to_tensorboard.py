@@ -37,8 +37,8 @@ def write_tensorboard(
     series = run_scalars(run, metrics=options.metrics, reporter=reporter)
     writer = SummaryWriter(log_dir=str(folder))
     try:
-        for tag, (epochs, values) in series.items():
-            for epoch, value in zip(epochs.tolist(), values.tolist(), strict=True):
+        for tag, (steps, values) in series.items():
+            for epoch, value in zip(steps.tolist(), values.tolist(), strict=True):
                 writer.add_scalar(tag, value, global_step=epoch)
         with RunStore(run) as store:
             epochs = chosen_epochs(store, options.epochs)
