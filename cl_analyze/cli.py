@@ -19,15 +19,19 @@ from cl_analyze.store import SPLITS
 # double the start-up of every command (matplotlib, seaborn); tests keep them equal.
 PLOT_SPLITS = ("train", "test", "both")
 PLOT_STYLES = ("paper", "slides")
+PROJECTIONS = ("pca", "umap", "tsne")  # viz.projections.PROJECTIONS
+PROJECTION_HELP = "2-D map of features with D > 2 (umap, tsne: pip install 'cl-analyze[umap]')"
 
 if TYPE_CHECKING:  # see cli_options: Typer lists and completes a Literal's values
     Split: TypeAlias = str
     PlotSplit: TypeAlias = str
     Style: TypeAlias = str
+    Projection: TypeAlias = str
 else:
     Split = Literal[SPLITS]
     PlotSplit = Literal[PLOT_SPLITS]
     Style = Literal[PLOT_STYLES]
+    Projection = Literal[PROJECTIONS]
 
 app = typer.Typer(
     name="cl-analyze",
@@ -191,6 +195,10 @@ def plot(
             show_default="PCA when D > 2", help="two raw feature dimensions to draw, e.g. 0,1"
         ),
     ] = None,
+    projection: Annotated[
+        Projection,
+        typer.Option(parser=choice_parser(PROJECTIONS), help=PROJECTION_HELP),
+    ] = "pca",
     style: Annotated[
         Style,
         typer.Option(
@@ -222,6 +230,7 @@ def plot(
         split=split,
         max_points=max_points,
         dims=parse_dims(dims),
+        projection=projection,
         style=style,
         animation=animation,
         animation_formats=parse_formats(formats),
@@ -262,6 +271,10 @@ def report(
         bool, typer.Option("--figures/--no-figures", help="draw figures (off: text and data)")
     ] = True,
     max_points: Annotated[int, typer.Option(help="points per scatter panel")] = 2000,
+    projection: Annotated[
+        Projection,
+        typer.Option(parser=choice_parser(PROJECTIONS), help=PROJECTION_HELP),
+    ] = "pca",
     quiet: Annotated[
         bool, typer.Option("--quiet", help="plain log lines, no progress bar")
     ] = False,
@@ -282,6 +295,7 @@ def report(
         animation=animation,
         figures=figures,
         max_points=max_points,
+        projection=projection,
     )
     with Reporter(quiet=quiet) as reporter:
         index = build_report(runs, options, reporter)
