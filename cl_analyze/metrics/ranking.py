@@ -22,8 +22,8 @@ from cl_analyze.metrics.means import as_2d
 
 # Distances of one block of queries at a time: at most this many float64 values (32 MB).
 _BLOCK_VALUES = 4_000_000
-# Beyond this many irrelevant points among a query's R nearest, rank it by brute force.
-_MOST_IRRELEVANT = 512
+# Beyond this many irrelevant points among a query's R nearest, take its R nearest of all.
+_MOST_IRRELEVANT = 64
 _HAIR = (1 - 1e-9, 1 + 1e-9)
 
 
@@ -71,13 +71,35 @@ def _brute_scores(rows: np.ndarray, points: np.ndarray, is_own: np.ndarray, r: i
     )
 
 
+def _tree_scores(
+    rows: np.ndarray, points: np.ndarray, is_own: np.ndarray, r: int, everyone: cKDTree
+) -> np.ndarray:
+    """(Q, 3) as ``_brute_scores``, from a KD-tree's R + 1 nearest of each row: the path for
+    overlapping classes. A row with two equal distances among them is ranked by brute force
+    (the tree orders ties as it meets them)."""
+    k = min(r + 1, len(points))
+    distances, index = everyone.query(rows, k=k, workers=-1)
+    distances = np.asarray(distances).reshape(len(rows), k)
+    nearest = np.asarray(index, dtype=np.int64).reshape(len(rows), k)[:, :r]
+    relevant = is_own[nearest]
+    precision = np.cumsum(relevant, axis=1) / np.arange(1, r + 1)
+    result = np.stack(
+        [(precision * relevant).sum(1) / r, relevant.sum(1) / r, relevant[:, 0].astype(float)],
+        axis=1,
+    )
+    tied = (np.diff(distances, axis=1) == 0).any(axis=1)
+    if tied.any():
+        result[tied] = _brute_scores(rows[tied], points, is_own, r)
+    return result
+
+
 def _harmonic(n: int) -> np.ndarray:
     """H[k] = 1 + 1/2 + ... + 1/k for k = 0..n."""
     return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
 
 
 def _class_scores(
-    rows: np.ndarray, points: np.ndarray, is_own: np.ndarray, others: cKDTree
+    rows: np.ndarray, points: np.ndarray, is_own: np.ndarray, others: cKDTree, everyone: cKDTree
 ) -> np.ndarray:
     """(Q, 3) AP@R, R-precision and precision@1 of queries of one class, R = is_own.sum().
 
@@ -97,8 +119,8 @@ def _class_scores(
     wanted = 8
     while len(pending):
         if wanted > _MOST_IRRELEVANT:
-            # Overlapping classes: a full ranking is cheaper than many more tree searches.
-            result[pending] = _brute_scores(rows[pending], points, is_own, r)
+            # Overlapping classes: the R nearest of all points are cheaper than more searches.
+            result[pending] = _tree_scores(rows[pending], points, is_own, r, everyone)
             break
         k = min(wanted, others.n)
         if k == 0:  # no other class at all
@@ -139,7 +161,7 @@ def _class_scores(
         result[pending[done], 1] = (r - m) / r
         result[pending[done], 2] = (counts[:, 0] > 0) | (m == 0)
         pending = pending[unfinished & ~tied]
-        wanted *= 8
+        wanted *= 8  # 8, then 64, then the R nearest of all
     return result
 
 
@@ -156,6 +178,7 @@ def rank_scores(
     targets = as_2d(queries).astype(np.float64)
     point_labels = np.asarray(reference_labels, dtype=np.int64)
     target_labels = np.asarray(query_labels, dtype=np.int64)
+    everyone = cKDTree(points)
     sums = np.zeros(3)
     counted = 0
     for label in np.unique(target_labels):
@@ -167,7 +190,7 @@ def rank_scores(
         block = max(1, _BLOCK_VALUES // len(points))
         for start in range(0, len(members), block):
             rows = targets[members[start : start + block]]
-            sums += _class_scores(rows, points, is_own, others).sum(0)
+            sums += _class_scores(rows, points, is_own, others, everyone).sum(0)
             counted += len(rows)
     if counted == 0:
         return None

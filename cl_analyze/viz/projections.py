@@ -7,6 +7,7 @@ last epoch, every epoch's points placed into that fixed map). PCA, the linear de
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -43,10 +44,15 @@ def umap_epochs(rows: Sequence[np.ndarray], seed: int = 0) -> np.ndarray:
     neighbours = max(2, min(15, n - 1))
     if len(arrays) == 1:
         single = umap.UMAP(n_neighbors=neighbours, random_state=seed)
-        return np.asarray(single.fit_transform(arrays[0]), dtype=np.float32)[None]
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+            return np.asarray(single.fit_transform(arrays[0]), dtype=np.float32)[None]
     identity = {i: i for i in range(n)}  # the same sample in consecutive epochs
     aligned = umap.AlignedUMAP(n_neighbors=neighbours, random_state=seed)
-    aligned.fit(arrays, relations=[identity] * (len(arrays) - 1))
+    with warnings.catch_warnings():
+        # A seed (the same map every time) means one thread; umap says so once per epoch.
+        warnings.filterwarnings("ignore", message="n_jobs value", category=UserWarning)
+        aligned.fit(arrays, relations=[identity] * (len(arrays) - 1))
     return np.stack([np.asarray(e, dtype=np.float32) for e in aligned.embeddings_])
 
 
