@@ -20,11 +20,9 @@ from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_s
 
 from cl_analyze.metrics.means import as_2d
 
-# Distances of one block of queries at a time: at most this many float64 values (32 MB).
+# One block of queries at a time: at most this many neighbours (indices and distances, 64 MB),
+# or float64 distances of the brute-force path.
 _BLOCK_VALUES = 4_000_000
-# Beyond this many irrelevant points among a query's R nearest, take its R nearest of all.
-_MOST_IRRELEVANT = 64
-_HAIR = (1 - 1e-9, 1 + 1e-9)
 
 
 @dataclass(frozen=True)
@@ -74,9 +72,10 @@ def _brute_scores(rows: np.ndarray, points: np.ndarray, is_own: np.ndarray, r: i
 def _tree_scores(
     rows: np.ndarray, points: np.ndarray, is_own: np.ndarray, r: int, everyone: cKDTree
 ) -> np.ndarray:
-    """(Q, 3) as ``_brute_scores``, from a KD-tree's R + 1 nearest of each row: the path for
-    overlapping classes. A row with two equal distances among them is ranked by brute force
-    (the tree orders ties as it meets them)."""
+    """(Q, 3) as ``_brute_scores``, from a KD-tree's R + 1 nearest of each row (exact float64
+    distances; scipy's tree, rather than brute force with a partial sort: 2-5x less time for
+    10,000 queries against 60,000 2-D points, benchmarks/bench_ranking.py). A row with two equal
+    distances among them is ranked by brute force, since the tree orders ties as it meets them."""
     k = min(r + 1, len(points))
     distances, index = everyone.query(rows, k=k, workers=-1)
     distances = np.asarray(distances).reshape(len(rows), k)
@@ -87,81 +86,11 @@ def _tree_scores(
         [(precision * relevant).sum(1) / r, relevant.sum(1) / r, relevant[:, 0].astype(float)],
         axis=1,
     )
-    tied = (np.diff(distances, axis=1) == 0).any(axis=1)
-    if tied.any():
-        result[tied] = _brute_scores(rows[tied], points, is_own, r)
-    return result
-
-
-def _harmonic(n: int) -> np.ndarray:
-    """H[k] = 1 + 1/2 + ... + 1/k for k = 0..n."""
-    return np.concatenate([[0.0], np.cumsum(1.0 / np.arange(1, n + 1))])
-
-
-def _class_scores(
-    rows: np.ndarray, points: np.ndarray, is_own: np.ndarray, others: cKDTree, everyone: cKDTree
-) -> np.ndarray:
-    """(Q, 3) AP@R, R-precision and precision@1 of queries of one class, R = is_own.sum().
-
-    Only the order of relevant against irrelevant points matters. With the own class's distances
-    sorted, a_1 <= ... <= a_R, and the irrelevant points inside the R nearest, b_1 <= ... <= b_m
-    (from a KD-tree of the other classes, a few at a time), n_j = #(a < b_j) relevant points
-    precede the j-th irrelevant one: the k-th relevant point has rank k + j for
-    n_j < k <= n_{j+1}, and AP@R = (1/R) sum_j sum_k k / (k + j), each inner sum in closed form
-    with harmonic numbers. Trained features have few such b_j: about 3 s instead of 18-20 s
-    (brute force with a partial sort, or a KD-tree's R nearest) for 10,000 queries against
-    60,000 2-D points on 2 cores."""
-    r = int(is_own.sum())
-    own_sorted = np.sort(_squared_distances(rows, points[is_own]), axis=1)
-    harmonic = _harmonic(len(points) + 1)  # ranks never exceed the reference size
-    result = np.empty((len(rows), 3))
-    pending = np.arange(len(rows))
-    wanted = 8
-    while len(pending):
-        if wanted > _MOST_IRRELEVANT:
-            # Overlapping classes: the R nearest of all points are cheaper than more searches.
-            result[pending] = _tree_scores(rows[pending], points, is_own, r, everyone)
-            break
-        k = min(wanted, others.n)
-        if k == 0:  # no other class at all
-            result[pending] = 1.0
-            break
-        gaps, _ = others.query(rows[pending], k=k, workers=-1)
-        gaps = np.asarray(gaps).reshape(len(pending), k) ** 2
-        # The tree's distances may round differently from ours: a relevant point within a hair
-        # of an irrelevant one counts as a tie, and ties are ranked exactly by brute force.
-        below = [np.searchsorted(own_sorted[q], gaps[i] * _HAIR[0]) for i, q in enumerate(pending)]
-        above = [
-            np.searchsorted(own_sorted[q], gaps[i] * _HAIR[1], "right")
-            for i, q in enumerate(pending)
-        ]
-        before, upto = np.stack(below), np.stack(above)
-        rank = before + np.arange(1, k + 1)  # rank of the j-th irrelevant point
-        inside = rank <= r
-        # The k-th irrelevant point still inside the R nearest: there may be more.
-        unfinished = inside[:, -1] & (k < others.n)
-        tied = (upto != before).any(axis=1)
-        if tied.any():
-            result[pending[tied]] = _brute_scores(rows[pending[tied]], points, is_own, r)
-        done = ~unfinished & ~tied
-        m = inside[done].sum(1)
-        counts = before[done]
-        # Segment j = 0..m holds the relevant points k in (n_j, n_{j+1}], n_0 = 0, n_{m+1} = R - m.
-        segment = np.arange(k + 1)
-        first = np.concatenate([np.zeros((len(m), 1), dtype=np.int64), counts], axis=1) + 1
-        last = np.concatenate([counts, np.zeros((len(m), 1), dtype=np.int64)], axis=1)
-        last[np.arange(len(m)), m] = r - m
-        used = (segment[None, :] <= m[:, None]) & (last >= first)
-        last = np.where(used, last, 0)
-        first = np.where(used, first, 1)
-        sums = (last - first + 1) - segment * (
-            harmonic[last + segment] - harmonic[first - 1 + segment]
-        )
-        result[pending[done], 0] = np.where(used, sums, 0.0).sum(1) / r
-        result[pending[done], 1] = (r - m) / r
-        result[pending[done], 2] = (counts[:, 0] > 0) | (m == 0)
-        pending = pending[unfinished & ~tied]
-        wanted *= 8  # 8, then 64, then the R nearest of all
+    tied = np.flatnonzero((np.diff(distances, axis=1) == 0).any(axis=1))
+    block = max(1, _BLOCK_VALUES // len(points))
+    for start in range(0, len(tied), block):
+        some = tied[start : start + block]
+        result[some] = _brute_scores(rows[some], points, is_own, r)
     return result
 
 
@@ -185,12 +114,12 @@ def rank_scores(
         is_own = point_labels == label
         if not is_own.any():
             continue
-        others = cKDTree(points[~is_own])
+        r = int(is_own.sum())
         members = np.flatnonzero(target_labels == label)
-        block = max(1, _BLOCK_VALUES // len(points))
+        block = max(1, _BLOCK_VALUES // (r + 1))
         for start in range(0, len(members), block):
             rows = targets[members[start : start + block]]
-            sums += _class_scores(rows, points, is_own, others, everyone).sum(0)
+            sums += _tree_scores(rows, points, is_own, r, everyone).sum(0)
             counted += len(rows)
     if counted == 0:
         return None
