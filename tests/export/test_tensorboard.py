@@ -127,3 +127,23 @@ def test_export_refuses_an_existing_folder_and_bad_epochs(
     assert "epoch 7 is not in" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
     assert not list(tmp_path.glob(".x.partial-*"))  # the partial folder went too
+
+
+def test_export_a_stratified_sample_without_sprites(
+    center_run: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    run = tmp_path / "center"
+    shutil.copytree(center_run, run)
+    out = tmp_path / "tb"
+    args = ("--out", str(out), "--epochs", "last", "--max-points", "10", "--no-sprite")
+    assert run_main(monkeypatch, "export", str(run), "--no-metrics", "--quiet", *args) == 0
+    (embedding,) = projector_embeddings((out / "projector_config.pbtxt").read_text())
+    assert "image_path" not in embedding
+    tensor = np.loadtxt(out / embedding["tensor_path"][0], delimiter="\t", ndmin=2)
+    with RunStore(run) as store:
+        labels, features = store.labels("test"), store.features("test", -1)
+    assert len(tensor) == 10
+    # Each exported point is one of the stored points, and every class keeps its share.
+    rows = [int(np.flatnonzero((features == point).all(axis=1))[0]) for point in tensor]
+    assert np.bincount(labels[rows], minlength=10).tolist() == [1] * 10
+    assert not any(tag.startswith("metrics/") for tag in scalars(out))

@@ -106,3 +106,16 @@ def test_aligned_umap_keeps_identical_epochs_together() -> None:
     spread = cdist(maps[0], maps[0]).mean()
     assert np.linalg.norm(maps[1] - maps[0], axis=1).mean() < 0.1 * spread
     assert one_nn_accuracy(maps[1], labels) == 1.0
+
+
+def test_projection_is_a_choice_of_plot_and_report() -> None:
+    from typer.testing import CliRunner
+
+    from cl_analyze.cli import PROJECTIONS, app
+    from cl_analyze.viz.projections import PROJECTIONS as KNOWN
+
+    assert PROJECTIONS == KNOWN
+    for command in ("plot", "report"):
+        result = CliRunner().invoke(app, [command, "run", "--projection", "isomap"])
+        assert result.exit_code == 2
+        assert "pca, umap, tsne" in result.output
