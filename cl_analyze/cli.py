@@ -19,15 +19,19 @@ from cl_analyze.store import SPLITS
 # double the start-up of every command (matplotlib, seaborn); tests keep them equal.
 PLOT_SPLITS = ("train", "test", "both")
 PLOT_STYLES = ("paper", "slides")
+PROJECTIONS = ("pca", "umap", "tsne")  # viz.projections.PROJECTIONS
+PROJECTION_HELP = "2-D map of features with D > 2 (umap, tsne: pip install 'cl-analyze[umap]')"
 
 if TYPE_CHECKING:  # see cli_options: Typer lists and completes a Literal's values
     Split: TypeAlias = str
     PlotSplit: TypeAlias = str
     Style: TypeAlias = str
+    Projection: TypeAlias = str
 else:
     Split = Literal[SPLITS]
     PlotSplit = Literal[PLOT_SPLITS]
     Style = Literal[PLOT_STYLES]
+    Projection = Literal[PROJECTIONS]
 
 app = typer.Typer(
     name="cl-analyze",
@@ -191,6 +195,10 @@ def plot(
             show_default="PCA when D > 2", help="two raw feature dimensions to draw, e.g. 0,1"
         ),
     ] = None,
+    projection: Annotated[
+        Projection,
+        typer.Option(parser=choice_parser(PROJECTIONS), help=PROJECTION_HELP),
+    ] = "pca",
     style: Annotated[
         Style,
         typer.Option(
@@ -222,6 +230,7 @@ def plot(
         split=split,
         max_points=max_points,
         dims=parse_dims(dims),
+        projection=projection,
         style=style,
         animation=animation,
         animation_formats=parse_formats(formats),
@@ -262,6 +271,10 @@ def report(
         bool, typer.Option("--figures/--no-figures", help="draw figures (off: text and data)")
     ] = True,
     max_points: Annotated[int, typer.Option(help="points per scatter panel")] = 2000,
+    projection: Annotated[
+        Projection,
+        typer.Option(parser=choice_parser(PROJECTIONS), help=PROJECTION_HELP),
+    ] = "pca",
     quiet: Annotated[
         bool, typer.Option("--quiet", help="plain log lines, no progress bar")
     ] = False,
@@ -282,10 +295,85 @@ def report(
         animation=animation,
         figures=figures,
         max_points=max_points,
+        projection=projection,
     )
     with Reporter(quiet=quiet) as reporter:
         index = build_report(runs, options, reporter)
     print(index)
+
+
+# --- export (cl-analyze export) ---
+
+EXPORT_TARGETS = ("tensorboard", "wandb")  # export.EXPORT_TARGETS, written out (start-up time)
+if TYPE_CHECKING:
+    ExportTarget: TypeAlias = str
+else:
+    ExportTarget = Literal[EXPORT_TARGETS]
+
+
+@app.command(cls=Command)
+def export(
+    run: Annotated[Path, typer.Argument(help="run folder (artifacts/run1)")],
+    to: Annotated[
+        ExportTarget,
+        typer.Option(parser=choice_parser(EXPORT_TARGETS), help="where to open the run"),
+    ] = "tensorboard",
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            show_default="tensorboard/<run>, or wandb/", help="a new folder (never overwritten)"
+        ),
+    ] = None,
+    epochs: Annotated[
+        str | None,
+        typer.Option(
+            show_default="first,peak,last", help="projector epochs: numbers, first, peak, last, all"
+        ),
+    ] = None,
+    split: Annotated[
+        Split, typer.Option(parser=choice_parser(SPLITS), help="split shown in the projector")
+    ] = "test",
+    sprite: Annotated[
+        bool, typer.Option("--sprite/--no-sprite", help="digit images on the projector's points")
+    ] = True,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option(show_default="the run's", envvar=DATA_ENV, help="where the digits are"),
+    ] = None,
+    max_points: Annotated[
+        int | None,
+        typer.Option(show_default="all", help="projector points per epoch, stratified"),
+    ] = None,
+    metrics: Annotated[
+        bool, typer.Option("--metrics/--no-metrics", help="the cached metrics as scalars too")
+    ] = True,
+    figures: Annotated[
+        bool, typer.Option("--figures/--no-figures", help="wandb: log the report's figures")
+    ] = True,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", help="plain log lines, no progress bar")
+    ] = False,
+) -> None:
+    """Open a run in TensorBoard (scalars, embedding projector) or Weights & Biases (offline).
+
+    The last line printed is the folder written."""
+    from cl_analyze.export import ExportOptions, export_run, parse_export_epochs
+    from cl_analyze.progress import Reporter
+
+    options = ExportOptions(
+        target=to,
+        out=out,
+        epochs=parse_export_epochs(epochs),
+        split=split,
+        sprite=sprite,
+        data_dir=data_dir,
+        metrics=metrics,
+        figures=figures,
+        max_points=max_points,
+    )
+    with Reporter(quiet=quiet) as reporter:
+        folder = export_run(run, options, reporter)
+    print(folder)
 
 
 app.command(cls=Command)(sweep)

@@ -24,7 +24,9 @@ from cl_analyze.progress import Reporter
 from cl_analyze.store import RunStore, file_lock, lock_path_of, store_path
 
 # Bump whenever a metric's definition changes: stored caches of older versions are recomputed.
-METRICS_VERSION = 2  # 2: silhouette centred in float64, 1-NN ties to the lowest index
+# 2: silhouette centred in float64, 1-NN ties to the lowest index; 3: MAP@R, R-precision,
+# precision@1, NMI, AMI of the test split.
+METRICS_VERSION = 3
 METRICS_GROUP = "metrics"
 COLUMNS = ["epoch", "split", "metric", "class", "value"]
 Rows = list[tuple[int, str, str, str, float]]

@@ -14,6 +14,7 @@ import torch
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 
 from cl_analyze.metrics.means import as_2d, check_finite, class_mean_distances, class_means
+from cl_analyze.metrics.ranking import clustering_scores, rank_scores
 from cl_analyze.metrics.retrieval import nearest_class_mean_accuracy, nearest_neighbour_accuracy
 from cl_analyze.metrics.silhouette import silhouette
 
@@ -54,7 +55,9 @@ def split_metrics(
     device: str | torch.device | None = None,
 ) -> MetricValues:
     """Every metric of one split. ``reference`` = (train features, train labels) adds the
-    retrieval metrics ``ncm_accuracy`` and ``knn_accuracy``. Undefined values are left out."""
+    retrieval metrics ``ncm_accuracy`` and ``knn_accuracy`` and the metric-learning numbers
+    ``map_at_r``, ``r_precision``, ``precision_at_1``, ``nmi`` and ``ami``. Undefined values are
+    left out."""
     features = as_2d(features)
     check_finite(features, where)
     labels = np.asarray(labels, dtype=np.int64)
@@ -155,4 +158,12 @@ def split_metrics(
             values["knn_accuracy", None] = nearest_neighbour_accuracy(
                 reference_features, reference_labels, features, labels
             )
+            ranked = rank_scores(reference_features, reference_labels, features, labels)
+            if ranked is not None:
+                values["map_at_r", None] = ranked.map_at_r
+                values["r_precision", None] = ranked.r_precision
+                values["precision_at_1", None] = ranked.precision_at_1
+        clustered = clustering_scores(x, labels)
+        if clustered is not None:
+            values["nmi", None], values["ami", None] = clustered
     return values

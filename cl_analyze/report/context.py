@@ -46,6 +46,7 @@ class ReportOptions:
     figures: bool = True  # False: text, tables and data only (fast)
     max_points: int = 2000  # per scatter panel / animation frame
     style: str = "slides"
+    projection: str = "pca"  # D > 2: pca, umap or tsne (viz.projections)
 
     def __post_init__(self) -> None:
         if self.last_k < 1:

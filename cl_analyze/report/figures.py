@@ -139,6 +139,7 @@ def figure_sections(build: ReportBuild) -> None:
             metrics=None if run.metrics.empty else run.metrics,
             name=run.label,
             rows=run.rows,
+            projection_name=options.projection,
         )
         for run in build.runs
     ]

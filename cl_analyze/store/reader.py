@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.extras import require_extra
 from cl_analyze.store.hdf5 import (
     check_not_truncated,
     flagged_open_for_write,
@@ -176,6 +177,34 @@ class RunStore:
     def history(self) -> dict[str, np.ndarray]:
         group = self._file["history"]
         return {name: np.asarray(group[name][: self.rows]) for name in group}
+
+    def to_xarray(self, split: str = "test") -> Any:
+        """The store's completed rows as an ``xarray.Dataset`` (loaded in memory) with named
+        dimensions ``epoch``, ``sample``, ``dim`` and ``class`` and their coordinates: one
+        split's ``features`` (epoch, sample, dim), ``predictions`` (epoch, sample), ``labels``
+        and ``indices`` (sample), ``centers`` (epoch, class, dim) when learned, and every
+        ``/history`` scalar (epoch). Needs ``pip install 'cl-analyze[xarray]'``."""
+        xr = require_extra("xarray", "xarray", "RunStore.to_xarray")
+        variables: dict[str, tuple[tuple[str, ...], np.ndarray]] = {
+            name: (("epoch",), values) for name, values in self.history.items()
+        }
+        variables["labels"] = (("sample",), self.labels(split))
+        variables["indices"] = (("sample",), self.indices(split))
+        if self.has_features(split):
+            variables["features"] = (("epoch", "sample", "dim"), self.features(split))
+        if f"{split}/predictions" in self._file:
+            variables["predictions"] = (("epoch", "sample"), self.predictions(split))
+        centers = self.centers()
+        if centers is not None:
+            variables["centers"] = (("epoch", "class", "dim"), centers)
+        coords = {
+            "epoch": self.epochs.astype(np.int64),
+            "sample": np.arange(len(variables["labels"][1])),
+            "dim": np.arange(self.feat_dim),
+            "class": list(self.class_names),
+        }
+        attrs = {"run": str(self.run_dir), "split": split, "dataset": self.dataset}
+        return xr.Dataset(variables, coords=coords, attrs=attrs)
 
     def _row(self, row: int) -> int:
         if not -self.rows <= row < self.rows:

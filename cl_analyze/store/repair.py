@@ -8,6 +8,7 @@ import h5py
 
 from cl_analyze.atomic import atomic_path
 from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.store.dimensions import SCALE_ATTRIBUTES, label_dimensions
 from cl_analyze.store.hdf5 import int_attr, is_write_flag_error, open_hdf5
 from cl_analyze.store.lock import file_lock, lock_path_of
 from cl_analyze.store.schema import remove_stale_partials, store_path
@@ -43,12 +44,14 @@ def rebuild(path: Path, *, keep_rows: int | None = None) -> None:
                 if data.size:
                     created[...] = data
                 for key, value in item.attrs.items():
-                    created.attrs[key] = value
+                    if key not in SCALE_ATTRIBUTES:  # references into the source file
+                        created.attrs[key] = value
 
             source.visititems(copy)
             for key, value in source.attrs.items():
                 target.attrs[key] = value
             target.attrs["epochs_complete"] = rows
+            label_dimensions(target)
 
 
 def clear_write_flag(path: Path) -> bool:

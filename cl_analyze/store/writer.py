@@ -16,6 +16,7 @@ import numpy as np
 
 from cl_analyze import __version__
 from cl_analyze.atomic import partial_path
+from cl_analyze.store.dimensions import label_dimensions
 from cl_analyze.store.repair import rebuild
 from cl_analyze.store.schema import FORMAT, SCHEMA_VERSION, store_path
 
@@ -124,6 +125,7 @@ class RunWriter:
         history = handle.create_group("history")
         for name in history_names:
             history.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
+        label_dimensions(handle)
 
     @classmethod
     def resume(
@@ -206,3 +208,4 @@ def create_epoch_datasets(group: h5py.Group, n: int, feat_dim: int, rows: int = 
     group.create_dataset(
         "predictions", shape=(rows, n), maxshape=(None, n), chunks=(1, n), dtype="i4"
     )
+    label_dimensions(group.file)

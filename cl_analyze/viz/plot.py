@@ -51,6 +51,7 @@ class PlotOptions:
     split: str = "both"
     max_points: int | None = 10_000  # per split and run; None keeps every point
     dims: tuple[int, int] | None = None  # two raw feature dimensions instead of PCA
+    projection: str = "pca"  # D > 2: pca, umap or tsne (viz.projections)
     style: str = "paper"
     figure_formats: tuple[str, ...] = FIGURE_FORMATS  # png (web) and pdf (vector, for papers)
     animation: bool = True
@@ -186,6 +187,7 @@ def plot_runs(
             dims=options.dims,
             seed=options.seed,
             name=name,
+            projection_name=options.projection,
         )
         for run, name in zip(runs, names, strict=True)
     ]

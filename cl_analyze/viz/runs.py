@@ -12,6 +12,7 @@ import numpy as np
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.metrics.means import class_mean_distances
 from cl_analyze.store import SPLITS, RunStore
+from cl_analyze.viz.projections import AXIS_LABELS, check_projection, project_epochs
 from cl_analyze.viz.style import (
     Limits,
     robust_limits,
@@ -182,9 +183,12 @@ def load_plot_run(
     seed: int = 0,
     name: str | None = None,
     rows: int | None = None,
+    projection_name: str = "pca",
 ) -> PlotRun:
     """Read a run's completed rows, project them to 2-D and subsample, ready for any figure.
-    ``rows``: use only the first that many rows (a snapshot of a live run taken earlier)."""
+    ``rows``: use only the first that many rows (a snapshot of a live run taken earlier).
+    ``projection_name``: for D > 2 without ``dims``, 'umap' or 'tsne' instead of PCA (per-epoch
+    maps of the sampled points; the learned centers are then not drawn)."""
     with RunStore(run, rows=rows) as store:
         if store.rows == 0:
             raise CLAnalyzeError(
@@ -214,6 +218,14 @@ def load_plot_run(
             accuracy[split] = (predictions == split_labels[None, :]).mean(axis=1)
         raw_centers = store.centers()
         centers = None if raw_centers is None else projection(raw_centers)
+        axis_labels = projection.axis_labels
+        if check_projection(projection_name) != "pca" and store.feat_dim > 2 and dims is None:
+            for split in available:
+                keep_rows = stratified_sample(store.labels(split), max_points, seed)
+                raw = [store.features(split, row)[keep_rows] for row in range(store.rows)]
+                points[split] = project_epochs(raw, projection_name, seed)
+            centers = None  # a non-linear map has no place for points it was not fitted on
+            axis_labels = AXIS_LABELS[projection_name]
         history = store.history
         partial = PlotRun(
             name=name or store.name,
@@ -226,7 +238,7 @@ def load_plot_run(
             centers=centers,
             history=history,
             limits=((0.0, 1.0), (0.0, 1.0)),
-            axis_labels=projection.axis_labels,
+            axis_labels=axis_labels,
             distances={},
             metrics=metrics,
         )

@@ -241,3 +241,28 @@ def test_out_never_points_at_a_run_folder(tmp_path: Path) -> None:
         assert isinstance(result.exception, CLAnalyzeError), result.output
         assert "would overwrite a run folder" in str(result.exception)
     assert sorted(p.name for p in run.iterdir()) == before
+
+
+def test_the_metrics_table_shows_the_metric_learning_numbers(report: Path) -> None:
+    from scipy.spatial.distance import cdist
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    markdown = (report / "report.md").read_text()
+    rows = table_rows(markdown, "## Metrics at the peak and at the last epoch", "### center")
+    body = {(row[0], row[1]): row[2:] for row in rows[1:]}
+    points = features("center", PEAK["center"])  # train = test here: queries meet themselves
+    order = np.argsort(cdist(points, points), axis=1, kind="stable")[:, :PER_CLASS]
+    relevant = LABELS[order] == LABELS[:, None]
+    precision_at = np.cumsum(relevant, axis=1) / np.arange(1, PER_CLASS + 1)
+    expected = {
+        "map_at_r": ((precision_at * relevant).sum(1) / PER_CLASS).mean(),
+        "r_precision": relevant.mean(),
+        "precision_at_1": relevant[:, 0].mean(),
+    }
+    clusters = KMeans(n_clusters=CLASSES, n_init=1, random_state=0).fit_predict(points)
+    expected["nmi"] = normalized_mutual_info_score(LABELS, clusters)
+    expected["ami"] = adjusted_mutual_info_score(LABELS, clusters)
+    for name, value in expected.items():
+        assert body[("test", name)][0] == f"{value:.4g}", name
+        assert ("train", name) not in body  # queries are the test split only
