@@ -19,12 +19,14 @@ import torch
 
 from cl_analyze.atomic import atomic_path
 from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.metrics.dynamics import dynamics_values, sample_geometry
 from cl_analyze.metrics.geometry import split_metrics
 from cl_analyze.progress import Reporter
 from cl_analyze.store import RunStore, file_lock, lock_path_of, store_path
 
 # Bump whenever a metric's definition changes: stored caches of older versions are recomputed.
-METRICS_VERSION = 2  # 2: silhouette centred in float64, 1-NN ties to the lowest index
+# 2: silhouette centred in float64, 1-NN ties to the lowest index; 3: accuracy and margins
+METRICS_VERSION = 3
 METRICS_GROUP = "metrics"
 COLUMNS = ["epoch", "split", "metric", "class", "value"]
 Rows = list[tuple[int, str, str, str, float]]
@@ -123,6 +125,14 @@ def _epoch_rows(store: RunStore, row: int, epoch: int) -> Rows:
             where=f"{store.path} epoch {epoch} split {split}",
             device=device,
         )
+        classifier = store.classifier(row)
+        geometry = (
+            sample_geometry(features, labels, store.num_classes, classifier=classifier)
+            if classifier is not None
+            else None
+        )
+        predictions = store.predictions(split, row)
+        values.update(dynamics_values(labels, predictions, store.num_classes, geometry))
         for (metric, klass), value in values.items():
             rows.append((epoch, split, metric, "" if klass is None else names[klass], value))
     return rows
