@@ -131,11 +131,20 @@ def _epoch_rows(store: RunStore, row: int, epoch: int) -> Rows:
             if classifier is not None
             else None
         )
-        predictions = store.predictions(split, row)
-        values.update(dynamics_values(labels, predictions, store.num_classes, geometry))
+        predictions = _written_predictions(store, split, row)
+        if predictions is not None:
+            values.update(dynamics_values(labels, predictions, store.num_classes, geometry))
         for (metric, klass), value in values.items():
             rows.append((epoch, split, metric, "" if klass is None else names[klass], value))
     return rows
+
+
+def _written_predictions(store: RunStore, split: str, row: int) -> np.ndarray | None:
+    """A row's predictions, or None where a writer stored features without them."""
+    dataset = store.hdf5.get(f"{split}/predictions")
+    if not isinstance(dataset, h5py.Dataset) or dataset.shape[0] <= row:
+        return None
+    return np.asarray(dataset[row])
 
 
 def _iter_missing(store: RunStore, cached: dict[int, Rows]) -> Iterator[tuple[int, int]]:

@@ -153,6 +153,8 @@ class RunStore:
         if not self.has_classifier:
             return None
         row = self._row(row)
+        if self._file["classifier/weight"].shape[0] <= row:
+            return None
         weight = np.asarray(self._file["classifier/weight"][row])
         bias = np.asarray(self._file["classifier/bias"][row])
         if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
