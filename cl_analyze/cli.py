@@ -208,6 +208,9 @@ def plot(
     allow_mixed: Annotated[
         bool, typer.Option("--allow-mixed", help="allow runs on different datasets")
     ] = False,
+    regions: Annotated[
+        bool, typer.Option("--regions", help="shade the classifier's decision regions (2-D)")
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="plain log lines, no progress bar")
     ] = False,
@@ -228,6 +231,7 @@ def plot(
         fps=fps,
         allow_mixed=allow_mixed,
         metrics=metrics,
+        regions=regions,
     )
     with Reporter(quiet=quiet) as reporter:
         result = plot_runs(runs, options, reporter)
@@ -262,6 +266,9 @@ def report(
         bool, typer.Option("--figures/--no-figures", help="draw figures (off: text and data)")
     ] = True,
     max_points: Annotated[int, typer.Option(help="points per scatter panel")] = 2000,
+    regions: Annotated[
+        bool, typer.Option("--regions", help="shade the classifier's decision regions (2-D)")
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="plain log lines, no progress bar")
     ] = False,
@@ -282,6 +289,7 @@ def report(
         animation=animation,
         figures=figures,
         max_points=max_points,
+        regions=regions,
     )
     with Reporter(quiet=quiet) as reporter:
         index = build_report(runs, options, reporter)

@@ -46,6 +46,7 @@ class ReportOptions:
     figures: bool = True  # False: text, tables and data only (fast)
     max_points: int = 2000  # per scatter panel / animation frame
     style: str = "slides"
+    regions: bool = False  # shade the classifier's decision regions under the scatters
 
     def __post_init__(self) -> None:
         if self.last_k < 1:

@@ -17,6 +17,7 @@ from cl_analyze.store import SPLITS, writer_alive
 from cl_analyze.viz.animate import ANIMATION_FORMATS, write_animation
 from cl_analyze.viz.centers import centers_figure, distance_heatmap_figure
 from cl_analyze.viz.curves import accuracy_figure, loss_figure, metric_figure
+from cl_analyze.viz.regions import load_regions
 from cl_analyze.viz.runs import EpochSpec, PlotRun, load_plot_run
 from cl_analyze.viz.scatter import scatter_figure, union_splits
 from cl_analyze.viz.style import (
@@ -59,6 +60,7 @@ class PlotOptions:
     allow_mixed: bool = False
     metrics: bool = True
     seed: int = 0
+    regions: bool = False  # shade the classifier's decision regions under the scatters
 
     def __post_init__(self) -> None:
         # Checked up front: failing after minutes of metrics and figures would waste them.
@@ -210,10 +212,17 @@ def plot_runs(
             reporter.log(f"wrote {out_dir / stem}.{'/.'.join(options.figure_formats)}")
 
     shown_splits = union_splits(loaded)
+    regions = (
+        [load_regions(Path(run), rows=len(p.epochs)) for run, p in zip(runs, loaded, strict=True)]
+        if options.regions
+        else None
+    )
+    if regions is not None and not any(regions):
+        reporter.log("--regions: no run stores a classifier with 2-D features; drawn without")
     for spec in dict.fromkeys(specs):
         rows = [run.resolve(spec) for run in loaded]
         save(
-            scatter_figure(loaded, rows, splits=shown_splits, style=style),
+            scatter_figure(loaded, rows, splits=shown_splits, style=style, regions=regions),
             f"scatter_{epoch_label(spec)}",
         )
     save(accuracy_figure(loaded, style), "accuracy")
@@ -240,6 +249,7 @@ def plot_runs(
                 formats=options.animation_formats,
                 fps=options.fps,
                 reporter=reporter,
+                regions=regions,
             )
         )
     write_text_atomic(
