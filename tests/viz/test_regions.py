@@ -47,7 +47,7 @@ def write_run(path: Path, with_classifier: bool = True) -> Path:
                 scalars={"test_accuracy": 1.0},
                 features={"test": points},
                 predictions={"test": labels},
-                classifier=(WEIGHT, BIAS + [-epoch, epoch]),  # the boundary: x = 1 + epoch
+                classifier=(WEIGHT, BIAS + np.array([-epoch, epoch])),  # boundary x = 1 + epoch
             )
     return path
 
