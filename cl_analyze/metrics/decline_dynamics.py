@@ -70,6 +70,17 @@ class DeclineDynamics:
     features_b: np.ndarray = field(default_factory=lambda: np.zeros((0, 2)))
     lost_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
     gained_mask: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=bool))
+    predictions_a: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    predictions_b: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    # How often each test sample changed from right to wrong or back over all stored epochs.
+    flip_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def most_flipped_lost(self, limit: int) -> np.ndarray:
+        """Positions of up to ``limit`` lost samples, those that flipped most often first."""
+        lost = np.flatnonzero(self.lost_mask)
+        order = np.lexsort((lost, -self.flip_counts[lost]))
+        return lost[order][:limit]
 
     @property
     def gap_a(self) -> float | None:
@@ -186,4 +197,8 @@ def decline_dynamics(
             features_b=features_b,
             lost_mask=lost,
             gained_mask=gained,
+            predictions_a=before.astype(np.int64),
+            predictions_b=after.astype(np.int64),
+            indices=store.indices("test"),
+            flip_counts=np.count_nonzero(np.diff(predictions == labels, axis=0), axis=0),
         )

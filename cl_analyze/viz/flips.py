@@ -153,3 +153,23 @@ def flip_scatter_figure(
             ax.set_aspect("equal", adjustable="box")
         axes[0].legend(loc="best")
     return figure
+
+
+def flipped_digits_figure(
+    images: np.ndarray, titles: Sequence[str], style: FigureStyle | str = "paper"
+) -> Figure:
+    """A grid of thumbnails (K, H, W) uint8, each titled (true, peak and last prediction)."""
+    style = figure_style(style) if isinstance(style, str) else style
+    columns = min(8, max(len(images), 1))
+    rows = max(math.ceil(len(images) / columns), 1)
+    with style.context():
+        side = style.width / columns
+        figure = Figure(figsize=(style.width, rows * side * 1.3), layout="constrained")
+        FigureCanvasAgg(figure)
+        axes = figure.subplots(rows, columns, squeeze=False).ravel()
+        for ax in axes:
+            ax.set_axis_off()
+        for ax, image, title in zip(axes, images, titles, strict=False):
+            ax.imshow(image, cmap="gray_r", interpolation="nearest")
+            ax.set_title(title, fontsize=max(style.font_size - 3, 5))
+    return figure

@@ -108,3 +108,48 @@ def test_the_section_has_its_figures(report: Path) -> None:
         assert (figures / name).stat().st_size > 1000, name
     text = (report / "report.md").read_text()
     assert "figures/flips_0.png" in text and "figures/class_accuracy.png" in text
+
+
+def test_images_of_a_dataset_that_is_not_here_are_left_out_with_why(report: Path) -> None:
+    text = (report / "report.md").read_text().replace("\\", "")
+    assert "Lost test images of planted: the toy images cannot be read here" in text
+
+
+def test_the_most_flipped_lost_images_come_from_the_dataset() -> None:
+    from dataclasses import replace
+
+    from cl_analyze.data import load_dataset
+    from cl_analyze.metrics.decline_dynamics import DeclineDynamics
+    from cl_analyze.report.decline import lost_thumbnails
+
+    split = load_dataset("mnist-5k", download=False, limit_test=50).test
+    labels = split.labels.numpy()
+    n = len(labels)
+    lost = np.zeros(n, dtype=bool)
+    lost[[5, 17, 30]] = True
+    counts = np.zeros(n, dtype=np.int64)
+    counts[[5, 17, 30]] = [1, 3, 1]
+    wrong = (labels + 1) % 10
+    base = DeclineDynamics(
+        *("run", 3, 9, n, 3, 0, [], [], True, 1.0, 1.0),
+        *(None, None, None, None, None, None, None),
+    )
+    d = replace(
+        base,
+        class_names=[str(k) for k in range(10)],
+        labels=labels,
+        lost_mask=lost,
+        predictions_a=labels,
+        predictions_b=wrong,
+        indices=split.indices.numpy(),
+        flip_counts=counts,
+    )
+    found = lost_thumbnails("mnist-5k", "data", d, limit=2)
+    assert not isinstance(found, str)
+    images, titles = found
+    # Sample 17 flipped most often; of the two flipped once, the earlier one.
+    assert np.array_equal(images, split.images.numpy()[[17, 5]])
+    assert titles[0] == f"{labels[17]}: {labels[17]}->{wrong[17]} (3x)"
+    # Stored indices that the dataset does not hold: said, not drawn.
+    moved = replace(d, indices=d.indices + 10**6)
+    assert "differs from the one the run stored" in str(lost_thumbnails("mnist-5k", "data", moved))
