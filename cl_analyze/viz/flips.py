@@ -151,7 +151,8 @@ def flip_scatter_figure(
             ax.set_xlim(x_low, x_high)
             ax.set_ylim(y_low, y_high)
             ax.set_aspect("equal", adjustable="box")
-        axes[0].legend(loc="best")
+        if (lost | gained).any():
+            axes[0].legend(loc="best")
     return figure
 
 

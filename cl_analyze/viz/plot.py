@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,16 +12,23 @@ from matplotlib.figure import Figure
 
 from cl_analyze.atomic import write_text_atomic
 from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.metrics.decline_dynamics import decline_dynamics
 from cl_analyze.progress import Reporter
-from cl_analyze.store import SPLITS, writer_alive
+from cl_analyze.store import SPLITS, RunStore, writer_alive
 from cl_analyze.viz.animate import ANIMATION_FORMATS, write_animation
 from cl_analyze.viz.centers import centers_figure, distance_heatmap_figure
 from cl_analyze.viz.curves import accuracy_figure, loss_figure, metric_figure
+from cl_analyze.viz.flips import (
+    class_accuracy_figure,
+    flip_scatter_figure,
+    margin_histogram_figure,
+)
 from cl_analyze.viz.regions import load_regions
 from cl_analyze.viz.runs import EpochSpec, PlotRun, load_plot_run
 from cl_analyze.viz.scatter import scatter_figure, union_splits
 from cl_analyze.viz.style import (
     FIGURE_FORMATS,
+    FigureStyle,
     figure_style,
     save_figure,
 )
@@ -228,6 +235,7 @@ def plot_runs(
     save(accuracy_figure(loaded, style), "accuracy")
     save(loss_figure(loaded, style), "loss")
     save(metric_figure(loaded, style), "metrics")
+    _save_decline_figures(runs, loaded, save, style, options.max_points)
     for plot_run in loaded:
         slug = plot_run.name.replace("/", "_")
         if plot_run.centers is not None:
@@ -258,6 +266,31 @@ def plot_runs(
         + "\n",
     )
     return PlotResult(out_dir=out_dir, files=tuple(files))
+
+
+def _save_decline_figures(
+    runs: Sequence[Path | str],
+    loaded: Sequence[PlotRun],
+    save: Callable[[Figure | None, str], None],
+    style: FigureStyle,
+    max_points: int | None,
+) -> None:
+    """Per-class accuracy, margins at the peak and the end, the flipped samples (test split)."""
+    explained = []
+    for path, plot_run in zip(runs, loaded, strict=True):
+        with RunStore(path, rows=len(plot_run.epochs)) as store:
+            if not store.has_features("test"):
+                continue
+        explained.append(decline_dynamics(path, rows=len(plot_run.epochs), label=plot_run.name))
+    if not explained:
+        return
+    save(class_accuracy_figure(explained, style), "class_accuracy")
+    for d in explained:
+        slug = d.run.replace("/", "_")
+        if d.margin_samples:
+            save(margin_histogram_figure(d, style), f"margins_{slug}")
+        if d.epoch_a != d.epoch_b:
+            save(flip_scatter_figure(d, style, max_points=max_points), f"flips_{slug}")
 
 
 def check_plot_folder(out: Path) -> None:

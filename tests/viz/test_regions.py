@@ -92,3 +92,30 @@ def test_static_and_animated_scatters_shade_the_regions(tmp_path: Path) -> None:
 
 def test_a_store_without_a_classifier_has_no_regions(tmp_path: Path) -> None:
     assert load_regions(write_run(tmp_path / "bare", with_classifier=False)) is None
+
+
+def test_the_cli_draws_regions_in_plot_and_report(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from cl_analyze.cli import app
+
+    run = write_run(tmp_path / "run")
+    runner = CliRunner()
+    out = tmp_path / "figs"
+    result = runner.invoke(
+        app,
+        ["plot", str(run), "--regions", "--no-animation", "--no-metrics", "--out", str(out)],
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "scatter_last.png").is_file() and (out / "class_accuracy.png").is_file()
+    bare = write_run(tmp_path / "bare", with_classifier=False)
+    result = runner.invoke(
+        app, ["plot", str(bare), "--regions", "--no-animation", "--out", str(tmp_path / "b")]
+    )
+    assert result.exit_code == 0 and "no run stores a classifier" in result.output
+    report = tmp_path / "report"
+    result = runner.invoke(
+        app, ["report", str(run), "--regions", "--no-animation", "--out", str(report)]
+    )
+    assert result.exit_code == 0, result.output
+    assert (report / "figures" / "scatter_0.png").is_file()
