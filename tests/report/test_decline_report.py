@@ -50,7 +50,7 @@ def predictions(epoch: int) -> np.ndarray:
     return (features(epoch) @ unit(DIRECTIONS_DEG).T).argmax(1)
 
 
-def write_planted_run(folder: Path) -> Path:
+def write_planted_run(folder: Path, with_classifier: bool = True) -> Path:
     with RunWriter.create(
         folder / "run.h5",
         dataset="toy",
@@ -59,7 +59,7 @@ def write_planted_run(folder: Path) -> Path:
         splits={split: (LABELS, np.arange(len(LABELS))) for split in ("train", "test")},
         history_names=("test_accuracy",),
         with_centers=False,
-        with_classifier=True,
+        with_classifier=with_classifier,
         config={"loss": "softmax", "epochs": LAST},
     ) as writer:
         for epoch in range(LAST + 1):
@@ -153,3 +153,16 @@ def test_the_most_flipped_lost_images_come_from_the_dataset() -> None:
     # Stored indices that the dataset does not hold: said, not drawn.
     moved = replace(d, indices=d.indices + 10**6)
     assert "differs from the one the run stored" in str(lost_thumbnails("mnist-5k", "data", moved))
+
+
+def test_a_version_1_store_gets_the_flips_without_the_margins(tmp_path: Path) -> None:
+    import h5py
+
+    run = write_planted_run(tmp_path / "old", with_classifier=False)
+    with h5py.File(run / "run.h5", "r+") as handle:
+        handle.attrs["schema_version"] = 1
+    build_report([run], ReportOptions(out=tmp_path / "report", figures=False))
+    text = (tmp_path / "report" / "report.md").read_text().replace("\\", "")
+    assert "6 test samples of 90 went from right to wrong and 2 from wrong to right" in text
+    assert "holds no classifier (a version-1 store" in text
+    assert "already sat near" not in text and "no nearer a boundary" not in text
