@@ -9,6 +9,7 @@ are the stored ones (the model's own argmax, under the run's precision).
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -302,20 +303,6 @@ def flips(
     return pd.DataFrame(columns)
 
 
-class _opened:
-    """A store opened here (and closed after) or one the caller holds open (left open)."""
-
-    def __init__(self, run: Path | str | RunStore) -> None:
-        self._given = run if isinstance(run, RunStore) else None
-        self._run = run
-
-    def __enter__(self) -> RunStore:
-        if self._given is not None:
-            return self._given
-        assert not isinstance(self._run, RunStore)
-        self._store = RunStore(self._run)
-        return self._store
-
-    def __exit__(self, *exc: object) -> None:
-        if self._given is None:
-            self._store.close()
+def _opened(run: Path | str | RunStore) -> AbstractContextManager[RunStore]:
+    """A store opened here (closed after), or one the caller holds open (left open)."""
+    return nullcontext(run) if isinstance(run, RunStore) else RunStore(run)

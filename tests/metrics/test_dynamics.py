@@ -199,3 +199,15 @@ def test_a_trained_runs_classifier_reproduces_its_predictions(center_run: Path) 
     assert np.array_equal(bias, model["fc2.bias"].numpy())
     logits = torch.from_numpy(features) @ torch.from_numpy(weight).T + torch.from_numpy(bias)
     assert np.array_equal(logits.argmax(1).numpy(), predictions)
+
+
+def test_embed_stores_the_checkpoints_classifier(center_run: Path, tmp_path: Path) -> None:
+    from cl_analyze.training.checkpoints import load_checkpoint
+    from cl_analyze.training.embed import EmbedConfig, embed
+
+    out = embed(EmbedConfig(run=center_run, out=tmp_path / "embedded.h5", device="cpu"))
+    model = load_checkpoint(center_run / "last.pt")["model"]
+    with RunStore(out) as store:
+        weight, bias = store.classifier(0)
+    assert np.array_equal(weight, model["fc2.weight"].numpy())
+    assert np.array_equal(bias, model["fc2.bias"].numpy())
