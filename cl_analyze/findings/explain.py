@@ -55,20 +55,21 @@ def classes_sentence(d: DeclineDynamics) -> str | None:
     return sentence
 
 
-def boundary_sentence(d: DeclineDynamics) -> tuple[str, bool]:
+def boundary_sentence(d: DeclineDynamics) -> tuple[str, bool | None]:
     """Whether the lost samples sat near a boundary at the peak or moved across it; the flag:
-    they sat near one (more of them among the closest than chance puts there, binomial test)."""
+    they sat near one (more of them among the closest than chance puts there, binomial test);
+    None when it cannot be judged (no classifier, too few lost samples)."""
     if not d.has_classifier or d.lost_near is None:
         return (
             "This run's store holds no classifier (a version-1 store, or one written without"
             " it), so the margins at the peak are unknown: retrain the run with this version"
             " to see whether the lost samples sat near a boundary.",
-            False,
+            None,
         )
     if d.lost < MIN_LOST_FOR_MECHANISM:
         return (
             f"Too few samples were lost ({d.lost}) to tell whether they sat near a boundary.",
-            False,
+            None,
         )
     share = d.lost_near / d.lost
     p = binomtest(d.lost_near, d.lost, NEAR_QUANTILE, alternative="greater").pvalue
@@ -151,9 +152,13 @@ def explain_decline(d: DeclineDynamics, result: PeakDecline) -> list[str]:
         sentences.append(gap)
     grew = d.norm_b > d.norm_a * (1 + STEADY_RELATIVE_CHANGE)
     if not (near or widened or grew):
+        ruled_out = ["growing norms"]
+        if near is False:
+            ruled_out.insert(0, "near-boundary samples tipping over")
+        if gap is not None:
+            ruled_out.append("a widening train/test gap")
         sentences.append(
-            "These numbers show no clear mechanism: neither near-boundary samples tipping over,"
-            " nor growing norms, nor a widening train/test gap."
+            f"These numbers show no clear mechanism (not seen: {', '.join(ruled_out)})."
         )
     return sentences
 

@@ -85,7 +85,15 @@ def test_norms_gap_and_no_clear_mechanism() -> None:
     flat_text = " ".join(explain_decline(flat, RESULT))
     # Gap 0 at both epochs; the norm unchanged; the lost samples no nearer than chance.
     assert "stayed within one test sample: 0.00 points at the peak, 0.00 at the end" in flat_text
-    assert "These numbers show no clear mechanism" in flat_text
+    assert (
+        "These numbers show no clear mechanism (not seen: near-boundary samples tipping over,"
+        " growing norms, a widening train/test gap)." in flat_text
+    )
+    # Too few lost samples and no train split: only what was checked is ruled out.
+    unknown = planted(lost=3, lost_near=1, norm_b=40.0, train_accuracy_a=None)
+    assert "no clear mechanism (not seen: growing norms)." in " ".join(
+        explain_decline(unknown, RESULT)
+    )
     narrowed = " ".join(explain_decline(planted(train_accuracy_b=0.98), RESULT))
     assert "narrowed: 0.00 points at the peak, -0.60 at the end" in narrowed
 
