@@ -96,7 +96,7 @@ def margin_histogram_figure(d: DeclineDynamics, style: FigureStyle | str = "pape
             ax.set_title(f"{d.run}: {split}")
             ax.set_xlabel("logit margin")
         axes[0].set_ylabel("density")
-        axes[0].legend(loc="upper right")
+        axes[0].legend(loc="upper left")
     return figure
 
 
