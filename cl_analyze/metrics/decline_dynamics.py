@@ -3,8 +3,9 @@ between two epochs of one run (docs/report.md defines each one)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -75,6 +76,30 @@ class DeclineDynamics:
     indices: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
     # How often each test sample changed from right to wrong or back over all stored epochs.
     flip_counts: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers of the report's section as JSON-ready values (summary.json)."""
+        return {
+            "epoch_a": self.epoch_a,
+            "epoch_b": self.epoch_b,
+            "samples": self.samples,
+            "lost": self.lost,
+            "gained": self.gained,
+            "per_class": [asdict(c) for c in self.per_class],
+            "confusions": [{"true": t, "predicted": p, "lost": n} for t, p, n in self.confusions],
+            "has_classifier": self.has_classifier,
+            "lost_near_boundary": self.lost_near,
+            "lost_boundary_distance_at_a": self.lost_boundary_a,
+            "kept_boundary_distance_at_a": self.kept_boundary_a,
+            "lost_displacement": self.lost_displacement,
+            "kept_displacement": self.kept_displacement,
+            "feature_norm_a": self.norm_a,
+            "feature_norm_b": self.norm_b,
+            "train_accuracy_a": self.train_accuracy_a,
+            "train_accuracy_b": self.train_accuracy_b,
+            "test_accuracy_a": self.test_accuracy_a,
+            "test_accuracy_b": self.test_accuracy_b,
+        }
 
     def most_flipped_lost(self, limit: int) -> np.ndarray:
         """Positions of up to ``limit`` lost samples, those that flipped most often first."""

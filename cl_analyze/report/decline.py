@@ -47,6 +47,7 @@ def decline_section(build: ReportBuild) -> None:
             blocks.append(Paragraph(f"Not available for {run.label}: {error}.", note=True))
             continue
         explained.append(dynamics)
+        build.explained[run.label] = dynamics.summary()
         blocks.append(Paragraph(" ".join(explain_decline(dynamics, run.result))))
         if dynamics.epoch_a != dynamics.epoch_b:
             blocks.append(class_table(dynamics))

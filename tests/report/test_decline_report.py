@@ -102,6 +102,20 @@ def test_the_planted_flips_are_counted_and_named(report: Path) -> None:
     assert "stayed within one test sample: 0.00 points at the peak, 0.00 at the end" in section
 
 
+def test_summary_json_holds_the_sections_numbers(report: Path) -> None:
+    import json
+
+    summary = json.loads((report / "summary.json").read_text())
+    explained = summary["runs"][0]["decline_explained"]
+    assert (explained["epoch_a"], explained["epoch_b"]) == (PEAK, LAST)
+    assert (explained["lost"], explained["gained"], explained["lost_near_boundary"]) == (6, 2, 6)
+    assert explained["confusions"] == [{"true": "c0", "predicted": "c1", "lost": 6}]
+    assert explained["lost_boundary_distance_at_a"] == pytest.approx(
+        radius(PEAK) * math.sin(math.radians(10))
+    )
+    assert explained["feature_norm_b"] == pytest.approx(radius(LAST))
+
+
 def test_the_section_has_its_figures(report: Path) -> None:
     figures = report / "figures"
     for name in ("class_accuracy.png", "margins_0.png", "flips_0.png"):
