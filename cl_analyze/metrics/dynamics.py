@@ -92,7 +92,7 @@ def classifier_geometry(
     nearest_other_angle = _others(angles, y, np.inf).min(axis=1)
     # Pairwise boundaries z_y = z_j: the signed distance of x to each is (z_y - z_j)/||w_y - w_j||.
     gaps = own[:, None] - logits
-    spans = np.linalg.norm(w[y][:, None, :] - w[None, :, :], axis=2)
+    spans = np.linalg.norm(w[:, None, :] - w[None, :, :], axis=2)[y]
     with np.errstate(invalid="ignore", divide="ignore"):
         signed = np.where(spans > 0, gaps / spans, np.sign(gaps) * np.inf)
     signed = np.nan_to_num(signed, nan=0.0, posinf=np.inf, neginf=-np.inf)
