@@ -185,7 +185,8 @@ def decline_figures(build: ReportBuild, explained: list[DeclineDynamics]) -> Non
         )
     )
     thumbnails_section(build, explained, save)
-    with_margins = [d for d in explained if d.margin_samples]
+    # At the peak = the last epoch both histograms would be the same: shown only with a decline.
+    with_margins = [d for d in explained if d.margin_samples and d.epoch_a != d.epoch_b]
     if with_margins:
         images = tuple(
             Image(
