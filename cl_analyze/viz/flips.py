@@ -132,12 +132,16 @@ def flip_scatter_figure(
                 alpha=0.25,
                 linewidths=0,
             )
-            for mask, marker, words in ((lost, "x", "lost"), (gained, "+", "gained")):
+            # Markers in black and grey (the lines carry the class colour), so the legend reads.
+            for mask, marker, words, color in (
+                (lost, "x", "lost", "black"),
+                (gained, "+", "gained", "0.45"),
+            ):
                 if mask.any():
                     ax.scatter(
                         features[mask, 0],
                         features[mask, 1],
-                        c=colors[labels[mask]],
+                        c=color,
                         marker=marker,
                         s=style.marker_size * 4,
                         linewidths=0.8,
