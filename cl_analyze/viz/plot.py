@@ -281,7 +281,9 @@ def _save_decline_figures(
         with RunStore(path, rows=len(plot_run.epochs)) as store:
             if not store.has_features("test"):
                 continue
-        explained.append(decline_dynamics(path, rows=len(plot_run.epochs), label=plot_run.name))
+        peak = int(plot_run.epochs[plot_run.peak_row])  # the peak the other figures show
+        rows = len(plot_run.epochs)
+        explained.append(decline_dynamics(path, peak, rows=rows, label=plot_run.name))
     if not explained:
         return
     save(class_accuracy_figure(explained, style), "class_accuracy")

@@ -211,3 +211,10 @@ def test_embed_stores_the_checkpoints_classifier(center_run: Path, tmp_path: Pat
         weight, bias = store.classifier(0)
     assert np.array_equal(weight, model["fc2.weight"].numpy())
     assert np.array_equal(bias, model["fc2.bias"].numpy())
+
+
+def test_the_peak_of_a_store_without_accuracy_comes_from_its_predictions(tmp_path: Path) -> None:
+    planted_store(tmp_path / "run.h5")
+    with h5py.File(tmp_path / "run.h5", "r+") as handle:
+        handle["history/test_accuracy"][...] = np.nan
+    assert flips(tmp_path)["epoch_a"].unique().tolist() == [1]  # 7 of 8 right at epoch 1
