@@ -4,6 +4,8 @@
     frame = load_metrics("artifacts/run1")   # epoch, split, metric, class, value
     history = history_frame("artifacts/run1")  # epoch x scalars
     points = embeddings_frame("artifacts/run1", "test", 12)  # sample, label, ..., f0, f1
+    lost = flips("artifacts/run1")            # samples right at the peak, wrong at the end
+    margins("artifacts/run1", "peak")         # every sample's norm, angle and margins
 
 Thin on purpose: each function lives with its concept (``cl_analyze.metrics`` for the
 geometry), and this module only gathers what a notebook reaches for.
@@ -16,6 +18,7 @@ from cl_analyze.metrics import (
     export_metrics_csv,
     load_metrics,
 )
+from cl_analyze.metrics.dynamics import flips, margins
 from cl_analyze.store import RunStore
 from cl_analyze.store.frames import embeddings_frame, history_frame
 
@@ -26,6 +29,8 @@ __all__ = [
     "class_mean_distances",
     "embeddings_frame",
     "export_metrics_csv",
+    "flips",
     "history_frame",
     "load_metrics",
+    "margins",
 ]

@@ -216,6 +216,9 @@ def plot(
     allow_mixed: Annotated[
         bool, typer.Option("--allow-mixed", help="allow runs on different datasets")
     ] = False,
+    regions: Annotated[
+        bool, typer.Option("--regions", help="shade the classifier's decision regions (2-D)")
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="plain log lines, no progress bar")
     ] = False,
@@ -237,6 +240,7 @@ def plot(
         fps=fps,
         allow_mixed=allow_mixed,
         metrics=metrics,
+        regions=regions,
     )
     with Reporter(quiet=quiet) as reporter:
         result = plot_runs(runs, options, reporter)
@@ -275,6 +279,9 @@ def report(
         Projection,
         typer.Option(parser=choice_parser(PROJECTIONS), help=PROJECTION_HELP),
     ] = "pca",
+    regions: Annotated[
+        bool, typer.Option("--regions", help="shade the classifier's decision regions (2-D)")
+    ] = False,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="plain log lines, no progress bar")
     ] = False,
@@ -296,6 +303,7 @@ def report(
         figures=figures,
         max_points=max_points,
         projection=projection,
+        regions=regions,
     )
     with Reporter(quiet=quiet) as reporter:
         index = build_report(runs, options, reporter)

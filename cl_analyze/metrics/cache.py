@@ -19,14 +19,15 @@ import torch
 
 from cl_analyze.atomic import atomic_path
 from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.metrics.dynamics import dynamics_values, sample_geometry
 from cl_analyze.metrics.geometry import split_metrics
 from cl_analyze.progress import Reporter
 from cl_analyze.store import RunStore, file_lock, lock_path_of, store_path
 
 # Bump whenever a metric's definition changes: stored caches of older versions are recomputed.
 # 2: silhouette centred in float64, 1-NN ties to the lowest index; 3: MAP@R, R-precision,
-# precision@1, NMI, AMI of the test split.
-METRICS_VERSION = 3
+# precision@1, NMI, AMI of the test split; 4: per-class accuracy and the median margins.
+METRICS_VERSION = 4
 METRICS_GROUP = "metrics"
 COLUMNS = ["epoch", "split", "metric", "class", "value"]
 Rows = list[tuple[int, str, str, str, float]]
@@ -125,9 +126,26 @@ def _epoch_rows(store: RunStore, row: int, epoch: int) -> Rows:
             where=f"{store.path} epoch {epoch} split {split}",
             device=device,
         )
+        classifier = store.classifier(row)
+        geometry = (
+            sample_geometry(features, labels, store.num_classes, classifier=classifier)
+            if classifier is not None
+            else None
+        )
+        predictions = _written_predictions(store, split, row)
+        if predictions is not None:
+            values.update(dynamics_values(labels, predictions, store.num_classes, geometry))
         for (metric, klass), value in values.items():
             rows.append((epoch, split, metric, "" if klass is None else names[klass], value))
     return rows
+
+
+def _written_predictions(store: RunStore, split: str, row: int) -> np.ndarray | None:
+    """A row's predictions, or None where a writer stored features without them."""
+    dataset = store.hdf5.get(f"{split}/predictions")
+    if not isinstance(dataset, h5py.Dataset) or dataset.shape[0] <= row:
+        return None
+    return np.asarray(dataset[row])
 
 
 def _iter_missing(store: RunStore, cached: dict[int, Rows]) -> Iterator[tuple[int, int]]:

@@ -16,7 +16,7 @@ import math
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -88,7 +88,7 @@ def build_report(
         title = "cl-analyze report: " + ", ".join(run.label for run in runs)
         (folder / "index.html").write_text(render_html(title, build.blocks), encoding="utf-8")
         (folder / "report.md").write_text(render_markdown(build.blocks), encoding="utf-8")
-        summary = summary_dict(runs, options, build.omitted, groups)
+        summary = summary_dict(runs, options, build.omitted, groups, build.explained)
         text = json.dumps(finite_json(summary), indent=2, allow_nan=False)
         (folder / "summary.json").write_text(text + "\n")
         metrics_frame(runs).to_csv(folder / "metrics.csv", index=False)
@@ -220,6 +220,7 @@ def summary_dict(
     options: ReportOptions,
     omitted: Sequence[str],
     groups: Sequence[SeedGroup] = (),
+    explained: Mapping[str, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """The report's numbers as JSON (schema: docs/report.md)."""
     entries = []
@@ -251,6 +252,7 @@ def summary_dict(
                     }
                     for split in ("test", "train")
                 },
+                "decline_explained": (explained or {}).get(run.label),
             }
         )
     return {

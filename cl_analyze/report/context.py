@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.findings import (
@@ -47,6 +47,7 @@ class ReportOptions:
     max_points: int = 2000  # per scatter panel / animation frame
     style: str = "slides"
     projection: str = "pca"  # D > 2: pca, umap or tsne (viz.projections)
+    regions: bool = False  # shade the classifier's decision regions under the scatters
 
     def __post_init__(self) -> None:
         if self.last_k < 1:
@@ -71,6 +72,8 @@ class ReportBuild:
     blocks: list[Block] = field(default_factory=list)
     omitted: list[str] = field(default_factory=list)  # sections left out, with why
     groups: list[SeedGroup] = field(default_factory=list)  # runs that differ only in seed
+    # run label -> the numbers of "Why accuracy declines after the peak" (summary.json)
+    explained: dict[str, dict[str, Any]] = field(default_factory=dict)
     reporter: Reporter | None = None
 
     def figure_path(self, name: str) -> tuple[Path, str]:

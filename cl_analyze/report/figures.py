@@ -20,6 +20,7 @@ from cl_analyze.report.runs import RunData
 if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are slow to load
     from matplotlib.figure import Figure
 
+    from cl_analyze.viz.regions import Regions
     from cl_analyze.viz.runs import PlotRun
     from cl_analyze.viz.style import FigureStyle
 
@@ -128,6 +129,7 @@ def figure_sections(build: ReportBuild) -> None:
         metric_figure,
         scatter_figure,
     )
+    from cl_analyze.viz.regions import load_regions
     from cl_analyze.viz.style import figure_style, save_figure
 
     options = build.options
@@ -155,9 +157,14 @@ def figure_sections(build: ReportBuild) -> None:
     blocks.append(Heading(2, "Features"))
     shown = ["test"] if "test" in splits else splits[:1]
     stages = scatter_stages(build.runs, options.epochs)
+    regions = (
+        [load_regions(run.run_dir, rows=run.rows) for run in build.runs]
+        if options.regions
+        else None
+    )
     images = []
     for index, (caption, rows) in enumerate(stages):
-        figure = scatter_figure(loaded, rows, splits=shown, style=style)
+        figure = scatter_figure(loaded, rows, splits=shown, style=style, regions=regions)
         images.append(Image(save(figure, f"scatter_{index}.png"), caption))
     blocks.append(
         Gallery(
@@ -167,7 +174,7 @@ def figure_sections(build: ReportBuild) -> None:
         )
     )
     if options.animation:
-        _animation_section(build, loaded, splits, style)
+        _animation_section(build, loaded, splits, style, regions)
     metrics = metric_figure(loaded, style)
     if metrics is None:
         build.omitted.append("Metric curves: no run has metrics.")
@@ -201,7 +208,11 @@ def figure_sections(build: ReportBuild) -> None:
 
 
 def _animation_section(
-    build: ReportBuild, loaded: Sequence[PlotRun], splits: Sequence[str], style: FigureStyle
+    build: ReportBuild,
+    loaded: Sequence[PlotRun],
+    splits: Sequence[str],
+    style: FigureStyle,
+    regions: Sequence[Regions | None] | None = None,
 ) -> None:
     from cl_analyze.viz.animate import write_animation
 
@@ -210,7 +221,9 @@ def _animation_section(
         # Not passed on: write_animation would name the temporary folder in its log lines.
         frames = len({int(e) for run in loaded for e in run.epochs})
         build.reporter.log(f"drawing the animation ({frames} frames)")
-    written = write_animation(loaded, stem, splits=splits, style=style, formats=("gif", "mp4"))
+    written = write_animation(
+        loaded, stem, splits=splits, style=style, formats=("gif", "mp4"), regions=regions
+    )
     names = {path.suffix: f"{FIGURES}/{path.name}" for path in written}
     build.blocks.append(Heading(2, "Animation"))
     build.blocks.append(

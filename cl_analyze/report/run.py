@@ -22,6 +22,7 @@ from cl_analyze.findings import (
     run_findings,
 )
 from cl_analyze.report.context import ReportBuild
+from cl_analyze.report.decline import decline_section
 from cl_analyze.report.document import Heading, Paragraph, Table
 from cl_analyze.report.figures import accuracy_section, figure_sections
 from cl_analyze.report.pooled import pooled_section
@@ -54,6 +55,7 @@ def assemble_runs(build: ReportBuild) -> None:
             Paragraph("These runs use different datasets: compare them with care.", note=True)
         )
     findings_section(build)
+    decline_section(build)
     pooled_section(build)
     setup_section(build)
     if build.options.figures:

@@ -1,6 +1,6 @@
 """The run store: one HDF5 file per run holding every epoch's embeddings, centers and scalars.
 
-Schema (version 1; see docs/store.md):
+Schema (version 2; see docs/store.md; version-1 stores, without /classifier, are still read):
 
     /                       attrs: format, schema_version, epochs_complete, config (JSON),
                                    dataset, class_names (JSON), num_classes, feat_dim,
@@ -11,6 +11,8 @@ Schema (version 1; see docs/store.md):
     /<split>/features       (E, N, D)  float32  chunked one epoch per chunk
     /<split>/predictions    (E, N)     int32
     /centers                (E, C, D)  float32  learned centers (center loss only)
+    /classifier/weight      (E, C, D)  float32  the last layer per epoch (version 2 on)
+    /classifier/bias        (E, C)     float32
     /history/<scalar>       (E,)       float64  per-epoch scalars (NaN where not applicable)
 
 Rows ``[0, epochs_complete)`` are complete; anything beyond is an epoch being written. The writer
@@ -38,7 +40,11 @@ from cl_analyze.store.schema import (
     remove_stale_partials,
     store_path,
 )
-from cl_analyze.store.writer import RunWriter, create_epoch_datasets
+from cl_analyze.store.writer import (
+    RunWriter,
+    create_classifier_datasets,
+    create_epoch_datasets,
+)
 
 __all__ = [
     "FORMAT",
@@ -50,6 +56,7 @@ __all__ = [
     "RunWriter",
     "check_not_truncated",
     "clear_write_flag",
+    "create_classifier_datasets",
     "create_epoch_datasets",
     "file_lock",
     "flagged_open_for_write",

@@ -19,7 +19,13 @@ from cl_analyze.store.hdf5 import (
 )
 from cl_analyze.store.lock import lock_holder, lock_path_of
 from cl_analyze.store.repair import clear_write_flag
-from cl_analyze.store.schema import FORMAT, SCHEMA_VERSION, SPLITS, STORE_NAME, store_path
+from cl_analyze.store.schema import (
+    FORMAT,
+    SCHEMA_VERSION,
+    SPLITS,
+    STORE_NAME,
+    store_path,
+)
 
 
 class RunStore:
@@ -136,6 +142,25 @@ class RunStore:
     @property
     def has_centers(self) -> bool:
         return "centers" in self._file
+
+    @property
+    def has_classifier(self) -> bool:
+        """Whether the store holds the last layer per epoch (schema version 2 on)."""
+        return "classifier" in self._file
+
+    def classifier(self, row: int) -> tuple[np.ndarray, np.ndarray] | None:
+        """(weight (C, D), bias (C,)) of one row's last layer; None for a store without it
+        (version 1) or a row written without it (NaN: a version-1 run resumed)."""
+        if not self.has_classifier:
+            return None
+        row = self._row(row)
+        if self._file["classifier/weight"].shape[0] <= row:
+            return None
+        weight = np.asarray(self._file["classifier/weight"][row])
+        bias = np.asarray(self._file["classifier/bias"][row])
+        if not (np.isfinite(weight).all() and np.isfinite(bias).all()):
+            return None
+        return weight, bias
 
     def has_features(self, split: str) -> bool:
         return f"{split}/features" in self._file

@@ -8,7 +8,9 @@ from pathlib import Path
 FORMAT = "cl-analyze-run"
 
 
-SCHEMA_VERSION = 1
+# 2: the classifier's weight and bias per epoch (/classifier). Version-1 stores (features without
+# a classifier) are still read; what needs the classifier is skipped for them.
+SCHEMA_VERSION = 2
 
 
 STORE_NAME = "run.h5"

@@ -42,9 +42,11 @@ class RunWriter:
         evaluated_splits: tuple[str, ...] | None = None,
         config: Mapping[str, Any] | None = None,
         attrs: Mapping[str, Any] | None = None,
+        with_classifier: bool = False,
     ) -> RunWriter:
         """A new store. ``splits`` maps a split name to ``(labels (N,), indices (N,))``;
-        ``evaluated_splits`` (default: all) get per-epoch features and predictions."""
+        ``evaluated_splits`` (default: all) get per-epoch features and predictions;
+        ``with_classifier``: per-epoch last-layer weight and bias (``/classifier``)."""
         path = store_path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         # Built under a temporary name and renamed once valid: a kill at any moment leaves either
@@ -65,6 +67,8 @@ class RunWriter:
                 config=config,
                 attrs=attrs,
             )
+            if with_classifier:
+                create_classifier_datasets(handle, len(class_names), feat_dim)
             handle.swmr_mode = True
             handle.flush()
             os.replace(temporary, path)
@@ -158,8 +162,11 @@ class RunWriter:
         features: Mapping[str, np.ndarray] | None = None,
         predictions: Mapping[str, np.ndarray] | None = None,
         centers: np.ndarray | None = None,
+        classifier: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> None:
-        """Write one row, then mark it complete: a crash before the mark leaves it invisible."""
+        """Write one row, then mark it complete: a crash before the mark leaves it invisible.
+        ``classifier`` = (weight (C, D), bias (C,)) goes where the store has ``/classifier``
+        (a resumed version-1 store has none); a store with it and no value given gets NaN."""
         handle = self._file
         row = self.rows
         pending: list[tuple[h5py.Dataset, Any]] = [(handle["epochs"], epoch)]
@@ -169,6 +176,14 @@ class RunWriter:
             pending.append((handle[f"{split}/predictions"], np.asarray(values, dtype="i4")))
         if centers is not None:
             pending.append((handle["centers"], np.asarray(centers, dtype="f4")))
+        if "classifier" in handle:
+            weight_set, bias_set = handle["classifier/weight"], handle["classifier/bias"]
+            weight, bias = classifier or (
+                np.full(weight_set.shape[1:], np.nan),
+                np.full(bias_set.shape[1:], np.nan),
+            )
+            pending.append((weight_set, np.asarray(weight, dtype="f4")))
+            pending.append((bias_set, np.asarray(bias, dtype="f4")))
         for name, dataset in handle["history"].items():
             pending.append((dataset, float(scalars.get(name, np.nan))))
         for dataset, value in pending:
@@ -209,3 +224,23 @@ def create_epoch_datasets(group: h5py.Group, n: int, feat_dim: int, rows: int = 
         "predictions", shape=(rows, n), maxshape=(None, n), chunks=(1, n), dtype="i4"
     )
     label_dimensions(group.file)
+
+
+def create_classifier_datasets(handle: h5py.File, num_classes: int, feat_dim: int) -> None:
+    """``/classifier/weight`` (E, C, D) and ``/classifier/bias`` (E, C): the last layer per epoch,
+    extendible along the epoch axis like the features, so it is written in the same commit."""
+    group = handle.create_group("classifier")
+    group.create_dataset(
+        "weight",
+        shape=(0, num_classes, feat_dim),
+        maxshape=(None, num_classes, feat_dim),
+        chunks=(1, num_classes, feat_dim),
+        dtype="f4",
+    )
+    group.create_dataset(
+        "bias",
+        shape=(0, num_classes),
+        maxshape=(None, num_classes),
+        chunks=(1, num_classes),
+        dtype="f4",
+    )

@@ -50,7 +50,7 @@ from cl_analyze.training.checkpoints import (
     model_from_checkpoint,
     resolve_checkpoint,
 )
-from cl_analyze.training.fit import HISTORY_NAMES, recorded_split
+from cl_analyze.training.fit import HISTORY_NAMES, classifier_of, recorded_split
 from cl_analyze.training.loop import Evaluation, evaluate, resolve_device
 
 # Batches per progress-bar step: each step is one `evaluate` call.
@@ -277,6 +277,7 @@ def embed_checkpoint(config: EmbedConfig, reporter: Reporter) -> Path:
             },
             history_names=HISTORY_NAMES,
             with_centers=centers is not None,
+            with_classifier=True,
             config=payload["config"],
             attrs={
                 "device": str(device),
@@ -292,6 +293,7 @@ def embed_checkpoint(config: EmbedConfig, reporter: Reporter) -> Path:
                 features={split_name: evaluation.features},
                 predictions={split_name: evaluation.predictions},
                 centers=centers,
+                classifier=classifier_of(model),
             )
     reporter.log(f"embedded {len(evaluation.predictions)} {split_name} images -> {out}")
     return out

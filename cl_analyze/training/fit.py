@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from cl_analyze.atomic import write_text_atomic
@@ -220,6 +221,7 @@ def _fit_locked(
                     },
                     history_names=HISTORY_NAMES,
                     with_centers=config.loss == "center",
+                    with_classifier=True,
                     evaluated_splits=("train", "test") if config.embed else ("test",),
                     config=config.to_dict(),
                     attrs={
@@ -348,7 +350,17 @@ def _record_epoch(
         "features": {k: v.features for k, v in evaluations.items()},
         "predictions": {k: v.predictions for k, v in evaluations.items()},
         "centers": state.centers(),
+        "classifier": classifier_of(state.model),
     }
+
+
+def classifier_of(model: torch.nn.Module) -> tuple[np.ndarray, np.ndarray]:
+    """The last layer's (weight (C, D), bias (C,)), as the store keeps them."""
+    layer = model.fc2
+    assert isinstance(layer, torch.nn.Linear)
+    weight = layer.weight.detach().float().cpu().numpy()
+    bias = layer.bias.detach().float().cpu().numpy()
+    return weight, bias
 
 
 def _with_time(record: dict[str, Any], train_seconds: float, elapsed: float) -> dict[str, Any]:

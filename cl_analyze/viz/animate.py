@@ -23,6 +23,7 @@ from PIL import Image
 from cl_analyze.atomic import atomic_path, partial_path
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.progress import Reporter
+from cl_analyze.viz.regions import Regions
 from cl_analyze.viz.runs import PlotRun
 from cl_analyze.viz.scatter import ScatterGrid
 from cl_analyze.viz.style import FigureStyle
@@ -95,8 +96,9 @@ class FrameRenderer:
         style: FigureStyle,
         *,
         dpi: float | None = None,
+        regions: Sequence[Regions | None] | None = None,
     ) -> None:
-        self.grid = ScatterGrid(runs, splits, style, animated=True, dpi=dpi)
+        self.grid = ScatterGrid(runs, splits, style, animated=True, dpi=dpi, regions=regions)
         figure = self.grid.figure
         canvas = figure.canvas
         assert isinstance(canvas, FigureCanvasAgg)
@@ -128,6 +130,10 @@ class FrameRenderer:
         self.grid.show_epoch(epoch)
         canvas = self._canvas
         canvas.restore_region(self._background)
+        for layers in self.grid.region_layers:  # under the points: drawn before they are painted
+            for layer in layers:
+                if layer is not None:
+                    self.grid.figure.draw_artist(layer.image)
         pixels = np.asarray(canvas.buffer_rgba())
         for (run, split, _, centers, title), splat in zip(
             self.grid.panels(), self._splats, strict=True
@@ -295,8 +301,10 @@ def write_animation(
     fps: float = 8.0,
     dpi: float | None = None,
     reporter: Reporter | None = None,
+    regions: Sequence[Regions | None] | None = None,
 ) -> list[Path]:
-    """Write ``stem.gif`` and/or ``stem.mp4``: one frame per epoch from the first to the last."""
+    """Write ``stem.gif`` and/or ``stem.mp4``: one frame per epoch from the first to the last;
+    ``regions`` (per run) shades the classifier's decision regions."""
     unknown = [f for f in formats if f not in ANIMATION_FORMATS]
     if unknown:
         raise CLAnalyzeError(
@@ -306,7 +314,7 @@ def write_animation(
         raise CLAnalyzeError(f"--fps {fps}: give a positive frame rate")
     stem.parent.mkdir(parents=True, exist_ok=True)
     epochs = frame_epochs(runs)
-    renderer = FrameRenderer(runs, splits, style, dpi=dpi)
+    renderer = FrameRenderer(runs, splits, style, dpi=dpi, regions=regions)
     sinks: list[FrameSink] = []
     try:
         for extension in dict.fromkeys(formats):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -12,15 +12,23 @@ from matplotlib.figure import Figure
 
 from cl_analyze.atomic import write_text_atomic
 from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.metrics.decline_dynamics import decline_dynamics
 from cl_analyze.progress import Reporter
-from cl_analyze.store import SPLITS, writer_alive
+from cl_analyze.store import SPLITS, RunStore, writer_alive
 from cl_analyze.viz.animate import ANIMATION_FORMATS, write_animation
 from cl_analyze.viz.centers import centers_figure, distance_heatmap_figure
 from cl_analyze.viz.curves import accuracy_figure, loss_figure, metric_figure
+from cl_analyze.viz.flips import (
+    class_accuracy_figure,
+    flip_scatter_figure,
+    margin_histogram_figure,
+)
+from cl_analyze.viz.regions import load_regions
 from cl_analyze.viz.runs import EpochSpec, PlotRun, load_plot_run
 from cl_analyze.viz.scatter import scatter_figure, union_splits
 from cl_analyze.viz.style import (
     FIGURE_FORMATS,
+    FigureStyle,
     figure_style,
     save_figure,
 )
@@ -60,6 +68,7 @@ class PlotOptions:
     allow_mixed: bool = False
     metrics: bool = True
     seed: int = 0
+    regions: bool = False  # shade the classifier's decision regions under the scatters
 
     def __post_init__(self) -> None:
         # Checked up front: failing after minutes of metrics and figures would waste them.
@@ -212,15 +221,23 @@ def plot_runs(
             reporter.log(f"wrote {out_dir / stem}.{'/.'.join(options.figure_formats)}")
 
     shown_splits = union_splits(loaded)
+    regions = (
+        [load_regions(Path(run), rows=len(p.epochs)) for run, p in zip(runs, loaded, strict=True)]
+        if options.regions
+        else None
+    )
+    if regions is not None and not any(regions):
+        reporter.log("--regions: no run stores a classifier with 2-D features; drawn without")
     for spec in dict.fromkeys(specs):
         rows = [run.resolve(spec) for run in loaded]
         save(
-            scatter_figure(loaded, rows, splits=shown_splits, style=style),
+            scatter_figure(loaded, rows, splits=shown_splits, style=style, regions=regions),
             f"scatter_{epoch_label(spec)}",
         )
     save(accuracy_figure(loaded, style), "accuracy")
     save(loss_figure(loaded, style), "loss")
     save(metric_figure(loaded, style), "metrics")
+    _save_decline_figures(runs, loaded, save, style, options.max_points)
     for plot_run in loaded:
         slug = plot_run.name.replace("/", "_")
         if plot_run.centers is not None:
@@ -242,6 +259,7 @@ def plot_runs(
                 formats=options.animation_formats,
                 fps=options.fps,
                 reporter=reporter,
+                regions=regions,
             )
         )
     write_text_atomic(
@@ -250,6 +268,33 @@ def plot_runs(
         + "\n",
     )
     return PlotResult(out_dir=out_dir, files=tuple(files))
+
+
+def _save_decline_figures(
+    runs: Sequence[Path | str],
+    loaded: Sequence[PlotRun],
+    save: Callable[[Figure | None, str], None],
+    style: FigureStyle,
+    max_points: int | None,
+) -> None:
+    """Per-class accuracy, margins at the peak and the end, the flipped samples (test split)."""
+    explained = []
+    for path, plot_run in zip(runs, loaded, strict=True):
+        with RunStore(path, rows=len(plot_run.epochs)) as store:
+            if not store.has_features("test"):
+                continue
+        peak = int(plot_run.epochs[plot_run.peak_row])  # the peak the other figures show
+        rows = len(plot_run.epochs)
+        explained.append(decline_dynamics(path, peak, rows=rows, label=plot_run.name))
+    if not explained:
+        return
+    save(class_accuracy_figure(explained, style), "class_accuracy")
+    for d in explained:
+        slug = d.run.replace("/", "_")
+        if d.margin_samples:
+            save(margin_histogram_figure(d, style), f"margins_{slug}")
+        if d.epoch_a != d.epoch_b:
+            save(flip_scatter_figure(d, style, max_points=max_points), f"flips_{slug}")
 
 
 def check_plot_folder(out: Path) -> None:

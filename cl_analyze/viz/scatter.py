@@ -17,6 +17,7 @@ from matplotlib.ticker import MaxNLocator
 
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.store import SPLITS
+from cl_analyze.viz.regions import RegionLayer, Regions
 from cl_analyze.viz.runs import PlotRun
 from cl_analyze.viz.style import (
     FigureStyle,
@@ -55,12 +56,16 @@ class ScatterGrid:
         *,
         animated: bool = False,
         dpi: float | None = None,
+        regions: Sequence[Regions | None] | None = None,
     ) -> None:
+        """``regions``: per run, the classifier whose decision regions shade its panels."""
         if not runs:
             raise CLAnalyzeError("no run to plot: pass at least one run folder")
         self.runs = list(runs)
         self.splits = list(splits)
         self.style = style
+        self.regions = list(regions) if regions is not None else [None] * len(self.runs)
+        self.region_layers: list[list[RegionLayer | None]] = []
         num_classes = max(run.num_classes for run in self.runs)
         self.colors = class_colors(num_classes)
         nrows, ncols = len(self.runs), len(self.splits)
@@ -80,8 +85,16 @@ class ScatterGrid:
             self.points: list[list[PathCollection | None]] = []
             self.centers: list[list[PathCollection | None]] = []
             self.titles: list[list[Text]] = []
-            for run, row_axes in zip(self.runs, self.axes, strict=True):
+            for run, row_axes, shading in zip(self.runs, self.axes, self.regions, strict=True):
                 self._build_row(run, row_axes, animated)
+                self.region_layers.append(
+                    [
+                        None
+                        if shading is None
+                        else RegionLayer(axes, shading, run.limits, self.colors, animated=animated)
+                        for axes in row_axes
+                    ]
+                )
             self._add_legend(num_classes)
 
     def panels(self) -> list[tuple[PlotRun, str, Axes, PathCollection | None, Text]]:
@@ -179,6 +192,9 @@ class ScatterGrid:
         """Draw each run at its row (``rows[i]`` for run i)."""
         for index, (run, row) in enumerate(zip(self.runs, rows, strict=True)):
             for column, split in enumerate(self.splits):
+                layer = self.region_layers[index][column]
+                if layer is not None:
+                    layer.show(row)
                 scatter = self.points[index][column]
                 if scatter is not None:
                     scatter.set_offsets(run.points[split][row])
@@ -200,11 +216,13 @@ def scatter_figure(
     *,
     splits: Sequence[str] | None = None,
     style: FigureStyle | str = "paper",
+    regions: Sequence[Regions | None] | None = None,
 ) -> Figure:
-    """Runs x splits scatter panels, each run at its row (default: its last)."""
+    """Runs x splits scatter panels, each run at its row (default: its last); ``regions``
+    (per run) shades the classifier's decision regions."""
     style = figure_style(style) if isinstance(style, str) else style
     splits = list(splits or union_splits(runs))
-    grid = ScatterGrid(runs, splits, style)
+    grid = ScatterGrid(runs, splits, style, regions=regions)
     grid.show(list(rows) if rows is not None else [len(run.epochs) - 1 for run in runs])
     return grid.figure
 

@@ -153,7 +153,7 @@ def test_a_trained_store_has_every_documented_root_attribute(center_run: Path) -
         attrs = {k: v.item() if isinstance(v, np.generic) else v for k, v in handle.attrs.items()}
     for name, kind in ROOT_ATTRIBUTES.items():
         assert isinstance(attrs.get(name), kind), name
-    assert (attrs["format"], attrs["schema_version"]) == ("cl-analyze-run", 1)
+    assert (attrs["format"], attrs["schema_version"]) == ("cl-analyze-run", 2)
     assert attrs["epochs_complete"] == 3 and attrs["num_classes"] == 10 and attrs["feat_dim"] == 2
     assert json.loads(attrs["class_names"]) == list("0123456789")
     assert json.loads(attrs["config"])["loss"] == "center"
@@ -162,7 +162,7 @@ def test_a_trained_store_has_every_documented_root_attribute(center_run: Path) -
     assert attrs["hostname"] == socket.gethostname() and attrs["device"] == "cpu"
 
 
-@pytest.mark.parametrize("version", [0, 1, 2])
+@pytest.mark.parametrize("version", [0, 1, 2, 3])
 def test_schema_version_is_checked_against_what_the_reader_supports(
     tmp_path: Path, version: int
 ) -> None:
@@ -212,3 +212,48 @@ def test_rows_beyond_the_complete_ones_and_missing_splits_are_one_line(tmp_path:
             store.labels("train")
         with pytest.raises(CLAnalyzeError, match="no train features"):
             store.features("train")
+
+
+def test_a_kill_inside_the_epoch_commit_never_leaves_features_without_a_classifier(
+    tmp_path: Path,
+) -> None:
+    """Killed after the epoch's features are flushed and before its classifier is: the epoch
+    stays invisible and the earlier ones read back whole, classifier included."""
+    from conftest import KILLED, die, run_forked
+
+    path = tmp_path / "run.h5"
+
+    def write_then_die_in_the_commit() -> None:
+        weight, bias = np.ones((3, 2)), np.arange(3.0)
+        writer = RunWriter.create(
+            path,
+            dataset="toy",
+            class_names=["a", "b", "c"],
+            feat_dim=2,
+            splits={"test": (np.array([0, 1, 1]), np.arange(3))},
+            history_names=["test_accuracy"],
+            with_centers=False,
+            with_classifier=True,
+        )
+        test_row = {
+            "features": {"test": np.zeros((3, 2))},
+            "predictions": {"test": np.array([0, 1, 1])},
+            "scalars": {"test_accuracy": 0.5},
+        }
+        writer.append_epoch(0, classifier=(weight, bias), **test_row)
+        flush = h5py.Dataset.flush
+
+        def flush_or_die(dataset: h5py.Dataset) -> None:
+            if dataset.name == "/classifier/weight":
+                die()
+            flush(dataset)
+
+        h5py.Dataset.flush = flush_or_die  # type: ignore[method-assign]
+        writer.append_epoch(1, classifier=(2 * weight, bias), **test_row)
+
+    assert run_forked(write_then_die_in_the_commit) == KILLED
+    with RunStore(tmp_path) as store:
+        assert store.rows == 1 and store.has_classifier
+        weight, bias = store.classifier(0)
+        assert weight.tolist() == [[1, 1]] * 3 and bias.tolist() == [0, 1, 2]
+        assert store.features("test").shape == (1, 3, 2)

@@ -352,6 +352,9 @@ def test_plot_runs_writes_every_figure(center_run: Path, softmax_run: Path, tmp_
         "centers_center",
         "distances_center",
         "distances_softmax",
+        "class_accuracy",
+        "margins_center",
+        "margins_softmax",
     }
     assert expected <= {stem.name for stem in stems}
     assert "centers_softmax" not in {stem.name for stem in stems}
