@@ -17,7 +17,9 @@ from cl_analyze.report.document import Block
 from cl_analyze.report.runs import RunData
 
 if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are slow to load
-    pass
+    from matplotlib.figure import Figure
+
+    from cl_analyze.viz.style import FigureStyle
 
 
 REPORT_FORMAT = "cl-analyze-report"
@@ -46,6 +48,10 @@ class ReportOptions:
     figures: bool = True  # False: text, tables and data only (fast)
     max_points: int = 2000  # per scatter panel / animation frame
     style: str = "slides"
+    figure_width: float | None = None  # inches: paper figures at this exact width
+    font: str = "sans"
+    usetex: bool = False
+    strip: bool = True  # the accuracy strip under the animation (and the scrubber's frames)
 
     def __post_init__(self) -> None:
         if self.last_k < 1:
@@ -71,6 +77,24 @@ class ReportBuild:
     omitted: list[str] = field(default_factory=list)  # sections left out, with why
     groups: list[SeedGroup] = field(default_factory=list)  # runs that differ only in seed
     reporter: Reporter | None = None
+
+    def figure_style(self) -> FigureStyle:
+        """The report's style: slides for the web, or the paper style at ``figure_width``."""
+        from cl_analyze.viz.style import figure_style, paper_style
+
+        options = self.options
+        base = figure_style("paper" if options.figure_width is not None else options.style)
+        return paper_style(base, options.figure_width, font=options.font, usetex=options.usetex)
+
+    def save_figure(self, figure: Figure, name: str) -> str:
+        """Write ``name``.png (shown on the page) and .pdf (vector, for papers); the figure is
+        cleared afterwards. Returns the PNG's path relative to the report."""
+        from cl_analyze.viz.style import save_figure
+
+        path, relative = self.figure_path(f"{name}.png")
+        save_figure(figure, path.with_suffix(""), self.figure_style(), formats=("png", "pdf"))
+        figure.clf()
+        return relative
 
     def figure_path(self, name: str) -> tuple[Path, str]:
         relative = f"{FIGURES}/{name}"

@@ -25,16 +25,14 @@ if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are sl
 
 
 def accuracy_section(build: ReportBuild) -> None:
-    from cl_analyze.viz.style import figure_style, run_colors
+    from cl_analyze.viz.style import run_colors
 
     runs = build.runs
-    style = figure_style(build.options.style)
+    style = build.figure_style()
     colors = run_colors(len(runs))
     with style.context():
         figure = peak_decline_figure(runs, colors, style.width, build.options.threshold)
-        path, relative = build.figure_path("accuracy.png")
-        figure.savefig(path, dpi=style.png_dpi)
-        close_figure(figure)
+    relative = build.save_figure(figure, "accuracy")
     build.blocks.append(Heading(2, "Accuracy"))
     build.blocks.append(
         Image(
@@ -50,6 +48,7 @@ def peak_decline_figure(
 ) -> Figure:
     """Test accuracy curves with each run's peak starred and its decline window shaded."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
 
     figure = Figure(figsize=(width, width * 0.42), layout="constrained")
     full, zoom = figure.subplots(1, 2)
@@ -57,7 +56,7 @@ def peak_decline_figure(
     highest = 0.0
     zoom_start = math.inf
     few = len(runs) <= 3  # beyond that, shading and labels per run hide the curves
-    for run, color in zip(runs, colors, strict=True):
+    for index, (run, color) in enumerate(zip(runs, colors, strict=True)):
         result = run.result
         accuracy = 100 * run.history["test_accuracy"]
         for axes in (full, zoom):
@@ -88,7 +87,8 @@ def peak_decline_figure(
                 + (f", -{points(result.decline)} pt" if points(result.decline) != "0.00" else ""),
                 (result.peak_epoch, 100 * result.peak_accuracy),
                 textcoords="offset points",
-                xytext=(4, 6),
+                # Stacked: runs whose peaks coincide keep every label readable.
+                xytext=(4, 6 + 10 * index),
                 color=color,
                 fontsize="small",
             )
@@ -98,7 +98,9 @@ def peak_decline_figure(
         near = np.flatnonzero(accuracy >= 100 * result.peak_accuracy - 3)
         zoom_start = min(zoom_start, float(run.epochs[near[0]]))
     span = max(100 * (highest - lowest_top), 0.2)
-    zoom.set_ylim(100 * lowest_top - 0.6 * span, 100 * highest + 0.5 * span)
+    zoom.set_ylim(
+        100 * lowest_top - 0.6 * span, 100 * highest + (0.5 + 0.25 * (len(runs) - 1)) * span
+    )
     last = max(float(run.epochs.max()) for run in runs)
     zoom.set_xlim(zoom_start - 0.5, last + 0.5)
     full.axhline(100 * threshold, color="grey", linestyle=":", linewidth=1)
@@ -109,6 +111,8 @@ def peak_decline_figure(
         axes.set_xlabel("epoch")
         axes.set_ylabel("accuracy (%)")
         axes.grid(alpha=0.3)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.title.set_y(1.02)  # clear of the frame and of a 100% curve
     figure.legend(
         *full.get_legend_handles_labels(), loc="outside lower center", ncol=min(len(runs), 3)
     )
@@ -128,10 +132,9 @@ def figure_sections(build: ReportBuild) -> None:
         metric_figure,
         scatter_figure,
     )
-    from cl_analyze.viz.style import figure_style, save_figure
 
     options = build.options
-    style = figure_style(options.style)
+    style = build.figure_style()
     loaded = [
         load_plot_run(
             run.run_dir,
@@ -145,10 +148,7 @@ def figure_sections(build: ReportBuild) -> None:
     splits = [s for s in ("train", "test") if any(s in run.points for run in loaded)]
 
     def save(figure: Figure, name: str) -> str:
-        path, relative = build.figure_path(name)
-        save_figure(figure, path.with_suffix(""), style, formats=("png",))
-        close_figure(figure)
-        return relative
+        return build.save_figure(figure, name.removesuffix(".png"))
 
     blocks = build.blocks
     blocks.append(Heading(2, "Features"))
@@ -202,22 +202,46 @@ def figure_sections(build: ReportBuild) -> None:
 def _animation_section(
     build: ReportBuild, loaded: Sequence[PlotRun], splits: Sequence[str], style: FigureStyle
 ) -> None:
-    from cl_analyze.viz.animate import write_animation
+    from cl_analyze.report.scrubber import ScrubberFrames, scrubber_block
+    from cl_analyze.viz.animate import frame_epochs, write_animation
 
     stem, _ = build.figure_path("animation")
+    epochs = frame_epochs(loaded)
     if build.reporter is not None:
         # Not passed on: write_animation would name the temporary folder in its log lines.
-        frames = len({int(e) for run in loaded for e in run.epochs})
-        build.reporter.log(f"drawing the animation ({frames} frames)")
-    written = write_animation(loaded, stem, splits=splits, style=style, formats=("gif", "mp4"))
+        build.reporter.log(f"drawing the animation ({len(epochs)} frames)")
+    frames = ScrubberFrames(build.folder, FIGURES, epochs)
+    written = write_animation(
+        loaded,
+        stem,
+        splits=splits,
+        style=style,
+        formats=("gif", "mp4"),
+        strip=build.options.strip,
+        frame_sink=frames,
+    )
     names = {path.suffix: f"{FIGURES}/{path.name}" for path in written}
     build.blocks.append(Heading(2, "Animation"))
+    build.blocks.append(
+        scrubber_block(
+            loaded,
+            epochs,
+            frames,
+            "Step through the epochs with the slider or the arrow keys: the runs side by side"
+            " (a run that ended earlier holds its last epoch)"
+            + (
+                ", their test accuracy below with a cursor at the epoch shown, each peak starred"
+                " and the drop since it shaded."
+                if build.options.strip
+                else "."
+            ),
+        )
+    )
     build.blocks.append(
         Animation(
             names.get(".gif"),
             names.get(".mp4"),
-            "Features epoch by epoch, runs side by side (a run that ended earlier holds its"
-            " last epoch).",
+            "The same frames as a looping GIF (for slides).",
         )
     )
 

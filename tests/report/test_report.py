@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html.parser
 import json
 import shutil
@@ -18,7 +20,7 @@ from typer.testing import CliRunner
 from cl_analyze.cli import app, main
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.report import ReportOptions, build_report
-from cl_analyze.report.document import markdown_escape
+from cl_analyze.report.document import SCRUBBER_SCRIPT, markdown_escape
 from cl_analyze.store import RunWriter
 
 CLASSES = 3
@@ -100,23 +102,34 @@ def two_run_report(
 
 
 class _References(html.parser.HTMLParser):
-    """Collects every src/href of a page, and any <script> element."""
+    """Collects every src/href of a page (the scrubber's frames too), and every <script>'s text."""
 
     def __init__(self) -> None:
         super().__init__()
         self.references: list[str] = []
-        self.scripts = 0
+        self.scripts: list[str] = []
         self.text: list[str] = []
+        self._in_script = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "script":
-            self.scripts += 1
+            self.scripts.append("")
+            self._in_script = True
         for name, value in attrs:
             if name in ("src", "href") and value:
                 self.references.append(value)
+            if name == "data-frames" and value:
+                self.references += [path for path, _ in json.loads(value)]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
 
     def handle_data(self, data: str) -> None:
-        self.text.append(data)
+        if self._in_script:
+            self.scripts[-1] += data
+        else:
+            self.text.append(data)
 
 
 def parse_page(path: Path) -> _References:
@@ -158,7 +171,10 @@ def test_metrics_csv_holds_every_run_with_a_run_column(two_run_report: Path) -> 
 
 def test_page_parses_and_every_reference_exists(two_run_report: Path) -> None:
     page = parse_page(two_run_report / "index.html")
-    assert page.scripts == 0
+    # The one script is the scrubber's constant, allowed by its hash in the page's policy.
+    assert page.scripts == [SCRUBBER_SCRIPT]
+    digest = base64.b64encode(hashlib.sha256(SCRUBBER_SCRIPT.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in (two_run_report / "index.html").read_text()
     assert page.references, "the page shows figures"
     for reference in page.references:
         parsed = urllib.parse.urlparse(reference)
@@ -183,8 +199,8 @@ def test_script_in_a_run_name_is_escaped(tmp_path: Path) -> None:
     out = tmp_path / "reports" / "evil"
     index = build_report([run], ReportOptions(out=out, max_points=20))
     page = index.read_text()
-    assert "<script>" not in page and page.count("&lt;script&gt;") >= 1
-    assert parse_page(index).scripts == 0
+    assert "<script>alert" not in page and page.count("&lt;script&gt;") >= 1
+    assert parse_page(index).scripts == [SCRUBBER_SCRIPT]
     markdown = (out / "report.md").read_text()
     assert "<script>" not in markdown and "&lt;script&gt;" in markdown
 

@@ -1,0 +1,191 @@
+"""The curve strip under an animation's scatters: where each frame sits on the accuracy curves.
+
+Every run's test accuracy on one shared epoch axis, its peak starred and labelled, its learning-
+rate steps as faint lines; these are drawn once into the animation's background. Per frame only
+the cursor at the current epoch, the drop since each run's peak (shaded, "-0.42 points") and the
+current values move, so the strip costs a few artists per frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from matplotlib.artist import Artist
+from matplotlib.axes import Axes
+from matplotlib.collections import PolyCollection
+from matplotlib.lines import Line2D
+from matplotlib.text import Text
+from matplotlib.ticker import MaxNLocator, PercentFormatter
+
+from cl_analyze.errors import CLAnalyzeError
+from cl_analyze.viz.curves import lr_steps
+from cl_analyze.viz.runs import PlotRun
+from cl_analyze.viz.style import short_percent
+
+STRIP_SPLIT = "test"
+# Peak labels of runs whose peaks nearly coincide are stacked this far apart (points).
+LABEL_STEP_PT = 8.0
+ZOOM = 0.10  # the strip's accuracy axis starts 10 points below the peaks (or lower if needed)
+
+
+def strip_metric_names(runs: Sequence[PlotRun]) -> list[str]:
+    """Whole-split test metrics any run has: the choices of ``--strip-metric``."""
+    names: set[str] = set()
+    for run in runs:
+        if run.metrics is not None and not run.metrics.empty:
+            frame = run.metrics
+            names |= set(
+                frame.loc[(frame["split"] == STRIP_SPLIT) & (frame["class"] == ""), "metric"]
+            )
+    return sorted(names)
+
+
+def check_strip_metric(runs: Sequence[PlotRun], metric: str | None) -> None:
+    if metric is None:
+        return
+    known = strip_metric_names(runs)
+    if metric not in known:
+        listing = ", ".join(known) if known else "none (compute metrics: drop --no-metrics)"
+        raise CLAnalyzeError(f"--strip-metric {metric!r}: no run has it; available: {listing}")
+
+
+def drop_points(run: PlotRun, row: int) -> float:
+    """Percentage points lost since the run's peak, at ``row`` (0 before or at the peak)."""
+    curve = run.accuracy_curve(STRIP_SPLIT)
+    peak = run.peak_row
+    if row <= peak or not np.isfinite(curve[row]):
+        return 0.0
+    return float(100 * (curve[peak] - curve[row]))
+
+
+class CurveStrip:
+    """Accuracy curves of ``runs`` in ``axes``; ``show_epoch`` moves the cursor and the drops.
+
+    The moving artists are created with ``animated=True``: a blitting caller draws the static
+    part once and ``draw_artist``s ``moving`` each frame.
+    """
+
+    def __init__(
+        self,
+        axes: Axes,
+        runs: Sequence[PlotRun],
+        colors: np.ndarray,
+        *,
+        metric: str | None = None,
+        animated: bool = True,
+    ) -> None:
+        self.axes = axes
+        self.runs = list(runs)
+        self.metric = metric
+        first = min(int(run.epochs[0]) for run in self.runs)
+        last = max(int(run.epochs[-1]) for run in self.runs)
+        self.curves: list[Line2D] = []
+        self.peaks: list[Line2D] = []
+        self._drops: list[PolyCollection] = []
+        self._drop_texts: list[Text] = []
+        for index, (run, color) in enumerate(zip(self.runs, colors, strict=True)):
+            accuracy = run.accuracy_curve(STRIP_SPLIT)
+            (curve,) = axes.plot(run.epochs, accuracy, color=color, lw=1.0)
+            self.curves.append(curve)
+            for step in lr_steps(run.history, run.epochs):
+                axes.axvline(step, color=color, ls=":", lw=0.6, alpha=0.45)
+            peak = run.peak_row
+            peak_epoch, peak_value = int(run.epochs[peak]), float(accuracy[peak])
+            (marker,) = axes.plot(
+                [peak_epoch], [peak_value], marker="*", ms=7, color=color, mec="k", mew=0.4, ls=""
+            )
+            self.peaks.append(marker)
+            if np.isfinite(peak_value):
+                # In the right half the label goes left of the star, so it stays on the canvas.
+                right_half = peak_epoch > (first + last) / 2
+                axes.annotate(
+                    f"peak {short_percent(peak_value)} @ {peak_epoch}",
+                    (peak_epoch, peak_value),
+                    textcoords="offset points",
+                    xytext=(-4 if right_half else 4, 2 + LABEL_STEP_PT * index),
+                    color=color,
+                    fontsize="small",
+                    va="bottom",
+                    ha="right" if right_half else "left",
+                )
+            drop = PolyCollection([], facecolors=[(*color, 0.18)], edgecolors="none")
+            drop.set_animated(animated)
+            axes.add_collection(drop, autolim=False)
+            self._drops.append(drop)
+            text = axes.text(
+                0, 0, "", color=color, fontsize="small", va="top", ha="left", animated=animated
+            )
+            self._drop_texts.append(text)
+        self.cursor = axes.axvline(first, color="0.25", lw=0.9, animated=animated)
+        axes.set_xlim(first - 0.5, last + 0.5)
+        low, high = self._accuracy_range()
+        axes.set_ylim(low, high)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+        axes.yaxis.set_major_locator(MaxNLocator(3))
+        axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        axes.set_xlabel("epoch")
+        axes.set_ylabel(f"{STRIP_SPLIT} acc")
+        axes.grid(axis="y", alpha=0.25, lw=0.5)
+        self.metric_axes: Axes | None = None
+        if metric is not None:
+            self._add_metric(metric, colors)
+
+    def _accuracy_range(self) -> tuple[float, float]:
+        """Zoomed on the top: from where each run comes within ZOOM of its peak on, so a
+        decline of tenths of a point shows (the first epochs' climb enters from below)."""
+        tails = []
+        for run in self.runs:
+            curve = run.accuracy_curve(STRIP_SPLIT)
+            if not np.isfinite(curve).any():
+                continue
+            near = np.flatnonzero(curve >= np.nanmax(curve) - ZOOM)
+            tails.append(curve[near[0] :])
+        values = np.concatenate(tails) if tails else np.empty(0)
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            return 0.0, 1.0
+        low, high = float(values.min()), float(values.max())
+        span = max(high - low, 0.02)
+        # Head room above the peaks for their stacked labels.
+        return max(low - 0.08 * span, 0.0), min(high + (0.25 + 0.1 * len(self.runs)) * span, 1.05)
+
+    def _add_metric(self, metric: str, colors: np.ndarray) -> None:
+        twin = self.axes.twinx()
+        for run, color in zip(self.runs, colors, strict=True):
+            twin.plot(
+                run.epochs, run.metric_curve(STRIP_SPLIT, metric), color=color, ls="--", lw=0.7
+            )
+        twin.set_ylabel(f"{metric} (--)")
+        twin.yaxis.set_major_locator(MaxNLocator(3))
+        twin.spines["right"].set_visible(True)
+        self.metric_axes = twin
+
+    @property
+    def moving(self) -> list[Artist]:
+        """The artists a frame redraws, back to front."""
+        return [*self._drops, self.cursor, *self._drop_texts]
+
+    def show_epoch(self, epoch: int) -> None:
+        """Cursor at ``epoch``; each run past its peak shades and labels its drop so far."""
+        self.cursor.set_xdata([epoch, epoch])
+        for run, drop, text in zip(self.runs, self._drops, self._drop_texts, strict=True):
+            row = run.row_at(epoch)
+            peak = run.peak_row
+            lost = drop_points(run, row)
+            if row <= peak or epoch < int(run.epochs[0]):
+                drop.set_verts([])
+                text.set_text("")
+                continue
+            accuracy = run.accuracy_curve(STRIP_SPLIT)
+            x = run.epochs[peak : row + 1].astype(np.float64)
+            curve = accuracy[peak : row + 1]
+            top = np.full_like(curve, accuracy[peak])
+            outline = np.concatenate([np.stack([x, top], 1), np.stack([x, curve], 1)[::-1]])
+            drop.set_verts([outline[np.isfinite(outline).all(axis=1)]])
+            x_now = float(run.epochs[row])
+            left, right = self.axes.get_xlim()
+            near_end = x_now > left + 0.75 * (right - left)  # the label turns left to stay inside
+            text.set_horizontalalignment("right" if near_end else "left")
+            text.set_position((x_now + (-0.3 if near_end else 0.3), float(accuracy[row])))
+            text.set_text(f"-{lost:.2f} points" if lost > 0 else "")
