@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from browser import CHROMIUM, Browser
 from typer.testing import CliRunner
 
 from cl_analyze.cli import app, main
@@ -344,3 +345,56 @@ def test_headless_screenshot_is_not_blank(two_run_report: Path, tmp_path: Path) 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     # Text and figures make many distinct grey levels; a blank page has one or two.
     assert pixels.std() > 10 and len(np.unique(pixels)) > 20
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)"
+)
+def test_page_in_chromium_fits_1280_and_420_px_and_the_scrubber_steps(
+    two_run_report: Path, tmp_path: Path
+) -> None:
+    browser = Browser(tmp_path / "profile")
+    try:
+        for width in (1280, 420):
+            browser.open((two_run_report / "index.html").resolve().as_uri(), width)
+            # Not blank: the text is there and every image decoded.
+            assert browser.evaluate("document.body.innerText.length") > 500
+            assert (
+                browser.evaluate(
+                    "[...document.images].every(i => i.naturalWidth > 0) && document.images.length"
+                )
+                >= 5
+            )
+            # No sideways scrolling of the page: wide tables and figures scroll in their boxes.
+            page_width = browser.evaluate("document.documentElement.scrollWidth")
+            assert page_width <= browser.evaluate("window.innerWidth"), (width, page_width)
+            # Figures stay readable: no figure image drawn narrower than 300 CSS pixels.
+            assert (
+                browser.evaluate(
+                    "Math.min(...[...document.querySelectorAll('figure img')].map(i => i.width))"
+                )
+                >= 300
+            )
+        # The scrubber: the slider and the arrow keys change the frame shown and its words.
+        frames = json.loads(
+            browser.evaluate("document.querySelector('figure.scrubber').dataset.frames")
+        )
+        shown = "document.querySelector('figure.scrubber img').getAttribute('src')"
+        words = "document.querySelector('figure.scrubber output').textContent"
+        assert browser.evaluate(shown) == frames[-1][0]
+        browser.evaluate(
+            "const s = document.querySelector('figure.scrubber input');"
+            " s.value = 0; s.dispatchEvent(new Event('input'))"
+        )
+        assert browser.evaluate(shown) == frames[0][0]
+        assert browser.evaluate(words).startswith("epoch 0 · center: test")
+        browser.evaluate(
+            "document.querySelector('figure.scrubber').dispatchEvent("
+            "new KeyboardEvent('keydown', {key: 'ArrowRight', bubbles: true}))"
+        )
+        assert browser.evaluate(shown) == frames[1][0]
+        browser.wait_for("document.querySelector('figure.scrubber img').naturalWidth > 0")
+        # The content-security policy let the scrubber's script run and nothing else.
+        assert browser.evaluate("document.scripts.length") == 1
+    finally:
+        browser.close()
