@@ -38,6 +38,7 @@ class Table:
 class Image:
     path: str  # relative to the report folder, chosen by the report (never run-provided)
     caption: str
+    width: int | None = None  # CSS pixels in a gallery: one scale for every figure of a kind
 
 
 @dataclass(frozen=True)
@@ -147,7 +148,8 @@ def render_html(title: str, blocks: Sequence[Block]) -> str:
         elif isinstance(block, Gallery):
             cells = "".join(
                 f'<figure><img src="{html.escape(_url(image.path))}"'
-                f' alt="{html.escape(image.caption)}">'
+                + (f' width="{image.width}"' if image.width else "")
+                + f' alt="{html.escape(image.caption)}">'
                 f"<figcaption>{html.escape(image.caption)}</figcaption></figure>"
                 for image in block.images
             )
@@ -199,9 +201,9 @@ figure { margin: 1rem 0; }
 figure img, figure video { max-width: 100%; height: auto; display: block; }
 figcaption, p.caption { color: #555; font-size: 0.9rem; }
 div.gallery { display: flex; flex-wrap: wrap; gap: 0.6rem; align-items: flex-start; }
-/* Half the width each, alone or paired: one kind of figure shows at one size. */
-div.gallery figure { flex: 0 1 calc(50% - 0.3rem); min-width: 300px; margin: 0;
-                     text-align: center; }
+/* Each image at its given width (one scale for all): a figure kind shows at one size, alone
+   or beside another. */
+div.gallery figure { flex: 0 1 auto; min-width: 0; margin: 0; text-align: center; }
 div.table-wrap { overflow-x: auto; max-width: 100%; }
 div.table-wrap table { margin: 0; }
 figure.scrubber label { font-size: 0.9rem; }

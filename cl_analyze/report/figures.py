@@ -24,6 +24,9 @@ if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are sl
     from cl_analyze.viz.style import FigureStyle
 
 
+GALLERY_WIDTH = 540  # CSS pixels for a figure as wide as the style: two fit beside each other
+
+
 def accuracy_section(build: ReportBuild) -> None:
     from cl_analyze.viz.style import run_colors
 
@@ -150,6 +153,17 @@ def figure_sections(build: ReportBuild) -> None:
     def save(figure: Figure, name: str) -> str:
         return build.save_figure(figure, name.removesuffix(".png"))
 
+    def gallery_image(figure: Figure, name: str, caption: str) -> Image:
+        """A gallery image at one scale for the whole page: a figure as wide as the style's
+        width shows GALLERY_WIDTH CSS pixels wide, whatever sits beside it."""
+        from PIL import Image as PILImage
+
+        relative = save(figure, name)
+        with PILImage.open(build.folder / relative) as png:
+            pixels = png.width
+        scale = GALLERY_WIDTH / (style.width * style.png_dpi)
+        return Image(relative, caption, width=round(pixels * scale))
+
     blocks = build.blocks
     blocks.append(Heading(2, "Features"))
     shown = ["test"] if "test" in splits else splits[:1]
@@ -157,7 +171,7 @@ def figure_sections(build: ReportBuild) -> None:
     images = []
     for index, (caption, rows) in enumerate(stages):
         figure = scatter_figure(loaded, rows, splits=shown, style=style)
-        images.append(Image(save(figure, f"scatter_{index}.png"), caption))
+        images.append(gallery_image(figure, f"scatter_{index}.png", caption))
     blocks.append(
         Gallery(
             tuple(images),
@@ -183,12 +197,17 @@ def figure_sections(build: ReportBuild) -> None:
     for index, (run, plot_run) in enumerate(zip(build.runs, loaded, strict=True)):
         images = []
         if plot_run.centers is not None:
-            relative = save(centers_figure(plot_run, style), f"centers_{index}.png")
-            images.append(Image(relative, "paths of the learned centers (o start, X end)"))
+            images.append(
+                gallery_image(
+                    centers_figure(plot_run, style),
+                    f"centers_{index}.png",
+                    "paths of the learned centers (o start, X end)",
+                )
+            )
         heatmap = distance_heatmap_figure(
             plot_run.distances, plot_run.class_names, style, title=run.label
         )
-        images.append(Image(save(heatmap, f"distances_{index}.png"), "class-mean distances"))
+        images.append(gallery_image(heatmap, f"distances_{index}.png", "class-mean distances"))
         blocks.append(
             Gallery(
                 tuple(images),

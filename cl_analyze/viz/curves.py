@@ -35,6 +35,17 @@ METRIC_PANELS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
+# The y axis of each metric panel (its title names the metric; the label names the unit).
+METRIC_UNITS = {
+    "intra-class distance": "distance",
+    "inter-class distance (mean, min)": "distance",
+    "inter / intra ratio": "ratio",
+    "silhouette": "silhouette (-1..1)",
+    "Fisher ratio": "ratio",
+    "feature norm (center norm)": "norm",
+}
+
+
 def lr_steps(history: Mapping[str, np.ndarray], epochs: np.ndarray) -> list[int]:
     """Epochs whose learning rate differs from the previous row's (NaN rows ignored)."""
     lr = np.asarray(history.get("lr", []), dtype=np.float64)
@@ -174,6 +185,7 @@ def metric_figure(runs: Sequence[PlotRun], style: FigureStyle | str = "paper") -
                             lw=0.9,
                         )
             axes.set_title(title)
+            axes.set_ylabel(METRIC_UNITS.get(title, title))
             axes.xaxis.set_major_locator(MaxNLocator(integer=True))
         for axes in axes_list[-2:]:
             axes.set_xlabel("epoch")
