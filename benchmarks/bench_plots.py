@@ -92,6 +92,21 @@ def mean_seconds(action: Callable[[int], object], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def interleaved_medians(
+    first: Callable[[int], object], second: Callable[[int], object], repeats: int
+) -> tuple[float, float]:
+    """Median seconds of each, timed frame by frame in turn: a load that changes during the
+    run (other jobs on a shared machine) weighs on both alike."""
+    first(0), second(0)  # warm-up
+    times: tuple[list[float], list[float]] = ([], [])
+    for index in range(repeats):
+        for action, spent in zip((first, second), times, strict=True):
+            start = time.perf_counter()
+            action(index % 20)
+            spent.append(time.perf_counter() - start)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
 def main() -> None:
     style = figure_style("paper")
     one = [synthetic_run("center", epochs=20)]
@@ -99,9 +114,8 @@ def main() -> None:
     start = time.perf_counter()
     renderer = FrameRenderer(one, ("train", "test"), style, strip=False)
     build = time.perf_counter() - start
-    ours = mean_seconds(lambda i: renderer.render(i % 20), 30)
     striped = FrameRenderer(one, ("train", "test"), style)  # the curve strip: the default
-    with_strip = mean_seconds(lambda i: striped.render(i % 20), 30)
+    ours, with_strip = interleaved_medians(renderer.render, striped.render, 40)
     print(f"one 2-panel frame, {POINTS:,} points per panel:")
     print(f"  baseline (new figure, plt.scatter per class): {1000 * baseline:7.1f} ms")
     print(f"  cl-analyze FrameRenderer, --no-strip:        {1000 * ours:7.1f} ms"

@@ -212,6 +212,7 @@ figure.scrubber output { display: block; font-size: 0.9rem; font-variant-numeric
 /* Narrow screens: figures keep a readable width and scroll sideways in the page's box. */
 figure { overflow-x: auto; max-width: 100%; }
 figure > img { min-width: 360px; }
+main > figure > img { min-width: 560px; }  /* a full-width figure's text stays legible */
 @media (max-width: 600px) { main { padding: 1rem 0.8rem 3rem; } }
 """
 
