@@ -6,6 +6,7 @@ import base64
 import hashlib
 import html.parser
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -21,7 +22,7 @@ from typer.testing import CliRunner
 from cl_analyze.cli import app, main
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.report import ReportOptions, build_report
-from cl_analyze.report.document import SCRUBBER_SCRIPT, markdown_escape
+from cl_analyze.report.document import SCRUBBER_SCRIPT, markdown_cell, markdown_escape
 from cl_analyze.store import RunWriter
 
 CLASSES = 3
@@ -219,6 +220,64 @@ def test_markdown_escape_neutralises_syntax() -> None:
     assert markdown_escape("# 1. x_y") == r"\# 1. x\_y"
     assert markdown_escape("12. item") == r"12\. item"
     assert markdown_escape("- item") == r"\- item"
+
+
+def test_markdown_table_cells_read_as_plain_text(two_run_report: Path) -> None:
+    # Only a pipe, a backslash and inline markup are escaped inside a cell.
+    assert markdown_cell("10.00%") == "10.00%"
+    assert markdown_cell("-0.00") == "-0.00"
+    assert markdown_cell("a|b *c* x_y") == r"a\|b \*c\* x\_y"
+    summary = json.loads((two_run_report / "summary.json").read_text())
+    peak = f"{100 * summary['runs'][0]['peak_accuracy']:.2f}%"
+    rows = [line for line in (two_run_report / "report.md").read_text().splitlines()]
+    center_row = next(line for line in rows if line.startswith("| center | mnist-5k |"))
+    assert f" {peak} " in center_row and "\\." not in center_row
+
+
+def test_tables_tex_holds_the_summary_in_booktabs(two_run_report: Path) -> None:
+    tex = (two_run_report / "tables.tex").read_text()
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 3  # summary + 2 metrics
+    first = tex[: tex.index("\\end{table}")]
+    body = first[first.index("\\midrule") + len("\\midrule") : first.index("\\bottomrule")]
+    rows = [line.removesuffix("\\\\").strip().split(" & ") for line in body.strip().splitlines()]
+    summary = json.loads((two_run_report / "summary.json").read_text())
+    assert [row[0] for row in rows] == [run["name"] for run in summary["runs"]]
+    for row, run in zip(rows, summary["runs"], strict=True):
+        assert row[3] == str(run["peak_epoch"])
+        assert row[4] == f"{100 * run['peak_accuracy']:.2f}\\%"  # % escaped for LaTeX
+        assert row[8].startswith("p $<$ ") or row[8] == ""  # no bare < (OT1 prints it as ¡)
+    assert "\\toprule" in first and "\\label{tab:cl-summary}" in first
+
+
+@pytest.mark.slow  # every figure at 300 dpi; fast: test_pdf_page_is_exactly_the_width_asked_for
+def test_report_figures_at_a_paper_width_are_pdf_and_png(
+    planted_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "paper"
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(planted_runs[0]),
+            "--out",
+            str(out),
+            "--figure-width",
+            "3.25",
+            "--font",
+            "serif",
+            "--no-animation",
+            "--max-points",
+            "20",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("accuracy", "metrics", "centers_0", "distances_0", "scatter_0"):
+        pdf = (out / "figures" / f"{name}.pdf").read_bytes()
+        match = re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ", pdf)
+        assert match and float(match[1]) == pytest.approx(3.25 * 72, abs=0.5), name
+        assert (out / "figures" / f"{name}.png").is_file()
+    bad = CliRunner().invoke(app, ["report", str(planted_runs[0]), "--figure-width", "huge"])
+    assert isinstance(bad.exception, CLAnalyzeError) and "--figure-width" in str(bad.exception)
 
 
 def test_mixed_datasets_are_refused_unless_allowed(tmp_path: Path) -> None:
