@@ -218,24 +218,33 @@ def fit_height(figure: Figure, pad: float = 0.04, rounds: int = 4) -> None:
     """Lay ``figure`` out and grow or shrink its height until its content fits inside, width
     unchanged: constrained layout alone cannot keep square panels' titles on a canvas that is
     too short (their aspect wins), and a fixed-size PDF or frame must not clip any text."""
-    canvas = figure.canvas
+    # Layout and text extents only: a full draw would render every point (seconds per round).
+    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    engine = figure.get_layout_engine()
+
+    def lay_out() -> None:
+        if engine is not None:
+            engine.execute(figure)
+
     grown = False  # once grown, never shrink again: the two could alternate
     for _ in range(rounds):
-        canvas.draw()
-        tight = figure.get_tightbbox()
+        lay_out()
+        tight = figure.get_tightbbox(renderer)
         width, height = figure.get_size_inches()
         if tight is None:
             return
         wanted = tight.height + 2 * pad
-        overflow = tight.y1 > height - pad / 2 or tight.y0 < pad / 2
-        if overflow:
+        # Past the canvas edge (a hair of tolerance: constrained layout puts a bottom legend
+        # within a pixel of the edge, inside it).
+        overflow = max(tight.y1 - height, -tight.y0)
+        if overflow > 0.005:
             grown = True
-            figure.set_size_inches(width, max(wanted, height + 0.05))
+            figure.set_size_inches(width, height + overflow + pad)
         elif not grown and height - wanted > 0.05:
             figure.set_size_inches(width, wanted)
         else:
             return
-    canvas.draw()
+    lay_out()
 
 
 def save_figure(
