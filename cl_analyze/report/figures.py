@@ -114,7 +114,8 @@ def peak_decline_figure(
         axes.set_xlabel("epoch")
         axes.set_ylabel("accuracy (%)")
         axes.grid(alpha=0.3)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        # min_n_ticks=1: on a short zoom, one integer tick rather than 0.5-epoch steps.
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axes.title.set_y(1.02)  # clear of the frame and of a 100% curve
     figure.legend(
         *full.get_legend_handles_labels(), loc="outside lower center", ncol=min(len(runs), 3)

@@ -106,7 +106,7 @@ def accuracy_figure(runs: Sequence[PlotRun], style: FigureStyle | str = "paper")
             for step in lr_steps(run.history, run.epochs):
                 axes.axvline(step, color=color, ls=":", lw=0.7, alpha=0.7)
         axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axes.set_xlabel("epoch")
         axes.set_ylabel("accuracy")
         style_handles = [
@@ -148,7 +148,7 @@ def loss_figure(runs: Sequence[PlotRun], style: FigureStyle | str = "paper") -> 
             axes[1].set_yscale("log")
         for each in axes:
             each.set_xlabel("epoch")
-            each.xaxis.set_major_locator(MaxNLocator(integer=True))
+            each.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         figure.legend(loc="outside lower center", ncol=min(len(runs), 3))
     return figure
 
@@ -186,7 +186,7 @@ def metric_figure(runs: Sequence[PlotRun], style: FigureStyle | str = "paper") -
                         )
             axes.set_title(title)
             axes.set_ylabel(METRIC_UNITS.get(title, title))
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         for axes in axes_list[-2:]:
             axes.set_xlabel("epoch")
         handles = [Line2D([], [], color=colors[run.name], label=run.name) for run in with_metrics]

@@ -121,7 +121,7 @@ class CurveStrip:
         axes.set_xlim(first - 0.5, last + 0.5)
         low, high = self._accuracy_range()
         axes.set_ylim(low, high)
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8, min_n_ticks=1))
         axes.yaxis.set_major_locator(MaxNLocator(3))
         axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
         axes.set_xlabel("epoch")

@@ -457,3 +457,34 @@ def test_page_in_chromium_fits_1280_and_420_px_and_the_scrubber_steps(
         assert browser.evaluate("document.scripts.length") == 1
     finally:
         browser.close()
+
+
+def test_accuracy_figure_has_integer_epochs_and_every_peak_label(tmp_path: Path) -> None:
+    from cl_analyze.report.figures import peak_decline_figure
+    from cl_analyze.report.runs import read_run
+
+    # Two identical short runs: their peaks coincide, and 4 epochs once gave 0.5-epoch ticks.
+    runs = [
+        read_run(write_planted_run(tmp_path / name, epochs=3), name, last_k=2, threshold=0.97)
+        for name in ("a", "b")
+    ]
+    figure = peak_decline_figure(runs, np.array([[0, 0, 1.0], [1.0, 0, 0]]), 8.0, 0.97)
+    figure.canvas.draw()  # type: ignore[call-arg]
+    for axes in figure.axes:
+        ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    labels = [text for text in figure.axes[1].texts if "@" in text.get_text()]
+    assert len(labels) == 2
+    first, second = (label.get_window_extent() for label in labels)
+    assert not first.overlaps(second)  # stacked, both readable
+
+
+def test_heatmaps_show_at_one_size_with_or_without_centers(two_run_report: Path) -> None:
+    page = (two_run_report / "index.html").read_text()
+    widths = {
+        name: re.search(rf'src="figures/{name}.png" width="(\d+)"', page)
+        for name in ("distances_0", "distances_1", "centers_0")
+    }
+    assert all(widths.values()), widths
+    # center has centers beside its heatmap, softmax has none: the heatmaps match anyway.
+    assert widths["distances_0"][1] == widths["distances_1"][1]  # type: ignore[index]

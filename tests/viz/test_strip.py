@@ -148,3 +148,21 @@ def test_an_unknown_strip_metric_is_one_line() -> None:
     run = planted_run("run1", LONG)
     with pytest.raises(CLAnalyzeError, match=r"--strip-metric 'silhouette': no run has it"):
         FrameRenderer([run], ("test",), figure_style("paper"), strip_metric="silhouette")
+
+
+def test_plot_refuses_a_bad_strip_metric_and_hold_before_drawing(tmp_path: Path) -> None:
+    from test_plot import write_store
+    from typer.testing import CliRunner
+
+    from cl_analyze.cli import app
+
+    run = write_store(tmp_path / "run", epochs=2)
+    out = tmp_path / "plots"
+    result = CliRunner().invoke(
+        app, ["plot", str(run), "--out", str(out), "--no-metrics", "--strip-metric", "fisher"]
+    )
+    assert isinstance(result.exception, CLAnalyzeError)
+    assert "--strip-metric 'fisher': no run has it" in str(result.exception)
+    assert not out.exists()  # refused before any figure was drawn
+    result = CliRunner().invoke(app, ["plot", str(run), "--out", str(out), "--hold-peak", "-1"])
+    assert isinstance(result.exception, CLAnalyzeError) and "--hold-peak" in str(result.exception)
