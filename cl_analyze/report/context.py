@@ -64,6 +64,10 @@ class ReportOptions:
             raise CLAnalyzeError(f"--max-points must be >= 1, got {self.max_points}")
         if self.out is not None and self.out.exists() and not self.out.is_dir():
             raise CLAnalyzeError(f"--out {self.out} is a file: pass a folder for the report")
+        if self.usetex or self.font != "sans":
+            from cl_analyze.viz.style import check_fonts
+
+            check_fonts(self.font, self.usetex)
 
 
 @dataclass

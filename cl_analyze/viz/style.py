@@ -138,6 +138,17 @@ def parse_figure_width(text: str | None) -> float | None:
     return inches
 
 
+def check_fonts(font: str, usetex: bool) -> None:
+    """``--font`` and ``--usetex`` usable here (checked before any work is done)."""
+    if font not in FONTS:
+        raise CLAnalyzeError(f"--font {font!r}: use one of {', '.join(FONTS)}")
+    if usetex and shutil.which("latex") is None:
+        raise CLAnalyzeError(
+            "--usetex needs LaTeX, which is not installed: install it (Debian: apt-get install"
+            " texlive-latex-extra cm-super dvipng) or drop --usetex"
+        )
+
+
 def paper_style(
     base: FigureStyle,
     width: float | None = None,
@@ -147,13 +158,7 @@ def paper_style(
 ) -> FigureStyle:
     """``base`` at an exact ``width`` (inches; None keeps its own), in a sans or serif font,
     optionally typeset by LaTeX (its fonts then match the paper's body text)."""
-    if font not in FONTS:
-        raise CLAnalyzeError(f"--font {font!r}: use one of {', '.join(FONTS)}")
-    if usetex and shutil.which("latex") is None:
-        raise CLAnalyzeError(
-            "--usetex needs LaTeX, which is not installed: install it (Debian: apt-get install"
-            " texlive-latex-extra cm-super dvipng) or drop --usetex"
-        )
+    check_fonts(font, usetex)
     rc = dict(base.rc)
     if font == "serif":
         # DejaVu Serif ships with matplotlib; Computer Modern-like maths to match LaTeX papers.

@@ -82,3 +82,7 @@ def test_a_bad_width_is_one_line_naming_the_fix(text: str) -> None:
 def test_usetex_without_latex_says_how_to_get_it() -> None:
     with pytest.raises(CLAnalyzeError, match="--usetex needs LaTeX"):
         paper_style(figure_style("paper"), usetex=True)
+    from cl_analyze.report import ReportOptions
+
+    with pytest.raises(CLAnalyzeError, match="--usetex needs LaTeX"):  # before any run is read
+        ReportOptions(usetex=True)
