@@ -16,7 +16,8 @@ from matplotlib.axes import Axes
 from matplotlib.collections import PolyCollection
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
-from matplotlib.ticker import MaxNLocator, PercentFormatter
+from matplotlib.ticker import FuncFormatter, MaxNLocator
+from matplotlib.transforms import blended_transform_factory
 
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.viz.curves import lr_steps
@@ -24,8 +25,7 @@ from cl_analyze.viz.runs import PlotRun
 from cl_analyze.viz.style import short_percent
 
 STRIP_SPLIT = "test"
-# Peak labels of runs whose peaks nearly coincide are stacked this far apart (points).
-LABEL_STEP_PT = 8.0
+LABEL_ROW = 0.17  # the peak labels' rows at the top of the strip, in axes fractions
 ZOOM = 0.10  # the strip's accuracy axis starts 10 points below the peaks (or lower if needed)
 
 
@@ -83,7 +83,8 @@ class CurveStrip:
         self.curves: list[Line2D] = []
         self.peaks: list[Line2D] = []
         self._drops: list[PolyCollection] = []
-        self._drop_texts: list[Text] = []
+        self._drop_texts: list[Text] = []  # each run's peak label, with its drop once past it
+        self._peak_words: list[str] = []
         for index, (run, color) in enumerate(zip(self.runs, colors, strict=True)):
             accuracy = run.accuracy_curve(STRIP_SPLIT)
             (curve,) = axes.plot(run.epochs, accuracy, color=color, lw=1.0)
@@ -96,26 +97,33 @@ class CurveStrip:
                 [peak_epoch], [peak_value], marker="*", ms=7, color=color, mec="k", mew=0.4, ls=""
             )
             self.peaks.append(marker)
-            if np.isfinite(peak_value):
-                # In the right half the label goes left of the star, so it stays on the canvas.
-                right_half = peak_epoch > (first + last) / 2
-                axes.annotate(
-                    f"peak {short_percent(peak_value)} @ {peak_epoch}",
-                    (peak_epoch, peak_value),
-                    textcoords="offset points",
-                    xytext=(-4 if right_half else 4, 2 + LABEL_STEP_PT * index),
-                    color=color,
-                    fontsize="small",
-                    va="bottom",
-                    ha="right" if right_half else "left",
-                )
+            # In the right half the label goes left of the star, so it stays on the canvas. It is
+            # redrawn per frame: once past the peak it also says the drop ("-0.42 points"), next
+            # to the peak it is measured from, stacked apart from the other runs' labels.
+            right_half = peak_epoch > (first + last) / 2
+            self._peak_words.append(
+                f"peak {short_percent(peak_value)} @ {peak_epoch}"
+                if np.isfinite(peak_value)
+                else ""
+            )
+            # Each run's label on its own row at the top (x: its peak epoch), above every curve
+            # (the y range leaves that head room): labels of nearby peaks never overlap.
+            text = axes.annotate(
+                self._peak_words[-1],
+                (peak_epoch, 0.97 - LABEL_ROW * index),
+                xycoords=blended_transform_factory(axes.transData, axes.transAxes),
+                textcoords="offset points",
+                xytext=(-4 if right_half else 4, 0),
+                color=color,
+                fontsize="small",
+                va="top",
+                ha="right" if right_half else "left",
+                animated=animated,
+            )
             drop = PolyCollection([], facecolors=[(*color, 0.18)], edgecolors="none")
             drop.set_animated(animated)
             axes.add_collection(drop, autolim=False)
             self._drops.append(drop)
-            text = axes.text(
-                0, 0, "", color=color, fontsize="small", va="top", ha="left", animated=animated
-            )
             self._drop_texts.append(text)
         self.cursor = axes.axvline(first, color="0.25", lw=0.9, animated=animated)
         axes.set_xlim(first - 0.5, last + 0.5)
@@ -123,7 +131,10 @@ class CurveStrip:
         axes.set_ylim(low, high)
         axes.xaxis.set_major_locator(MaxNLocator(integer=True, nbins=8, min_n_ticks=1))
         axes.yaxis.set_major_locator(MaxNLocator(3))
-        axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+        # The head room for the peak labels may reach past 100%: no tick claims such accuracy.
+        axes.yaxis.set_major_formatter(
+            FuncFormatter(lambda value, _: "" if value > 1.0 + 1e-9 else f"{100 * value:.0f}%")
+        )
         axes.set_xlabel("epoch")
         axes.set_ylabel(f"{STRIP_SPLIT} acc")
         axes.grid(axis="y", alpha=0.25, lw=0.5)
@@ -147,8 +158,10 @@ class CurveStrip:
             return 0.0, 1.0
         low, high = float(values.min()), float(values.max())
         span = max(high - low, 0.02)
-        # Head room above the peaks for their stacked labels.
-        return max(low - 0.08 * span, 0.0), min(high + (0.25 + 0.1 * len(self.runs)) * span, 1.05)
+        # Head room: the peaks sit below the top fraction `rows`, one row of label per run.
+        rows = min(LABEL_ROW * len(self.runs) + 0.05, 0.7)
+        bottom = max(low - 0.08 * span, 0.0)
+        return bottom, bottom + (high - bottom) / (1 - rows)
 
     def _add_metric(self, metric: str, colors: np.ndarray) -> None:
         twin = self.axes.twinx()
@@ -169,13 +182,15 @@ class CurveStrip:
     def show_epoch(self, epoch: int) -> None:
         """Cursor at ``epoch``; each run past its peak shades and labels its drop so far."""
         self.cursor.set_xdata([epoch, epoch])
-        for run, drop, text in zip(self.runs, self._drops, self._drop_texts, strict=True):
+        for run, drop, text, words in zip(
+            self.runs, self._drops, self._drop_texts, self._peak_words, strict=True
+        ):
             row = run.row_at(epoch)
             peak = run.peak_row
             lost = drop_points(run, row)
             if row <= peak or epoch < int(run.epochs[0]):
                 drop.set_verts([])
-                text.set_text("")
+                text.set_text(words)
                 continue
             accuracy = run.accuracy_curve(STRIP_SPLIT)
             x = run.epochs[peak : row + 1].astype(np.float64)
@@ -183,9 +198,4 @@ class CurveStrip:
             top = np.full_like(curve, accuracy[peak])
             outline = np.concatenate([np.stack([x, top], 1), np.stack([x, curve], 1)[::-1]])
             drop.set_verts([outline[np.isfinite(outline).all(axis=1)]])
-            x_now = float(run.epochs[row])
-            left, right = self.axes.get_xlim()
-            near_end = x_now > left + 0.75 * (right - left)  # the label turns left to stay inside
-            text.set_horizontalalignment("right" if near_end else "left")
-            text.set_position((x_now + (-0.3 if near_end else 0.3), float(accuracy[row])))
-            text.set_text(f"-{lost:.2f} points" if lost > 0 else "")
+            text.set_text(f"{words}, now -{lost:.2f} points" if lost > 0 else words)

@@ -77,6 +77,7 @@ def test_peak_markers_sit_at_each_runs_peak(renderer: FrameRenderer) -> None:
         peak = int(np.argmax(accuracy))  # independent: the first maximum
         assert list(marker.get_xdata()) == [peak]  # type: ignore[arg-type]
         assert list(marker.get_ydata()) == pytest.approx([accuracy[peak]])  # type: ignore[arg-type]
+    renderer.render(0)
     labels = [t.get_text() for t in renderer.strip.axes.texts if t.get_text().startswith("peak")]
     assert labels == ["peak 97.0% @ 5", "peak 97.0% @ 2"]
 
@@ -87,10 +88,12 @@ def test_the_drop_since_the_peak_is_shaded_and_labelled(renderer: FrameRenderer)
     long_drop = strip.moving[0]
     long_text, short_text = strip.moving[3:]
     renderer.render(5)  # long at its peak, short 3 epochs past its own
-    assert long_text.get_text() == "" and not long_drop.get_paths()  # type: ignore[attr-defined]
-    assert short_text.get_text() == f"-{100 * (SHORT[2] - SHORT[4]):.2f} points"
+    assert long_text.get_text() == "peak 97.0% @ 5"
+    assert not long_drop.get_paths()  # type: ignore[attr-defined]
+    drop = 100 * (SHORT[2] - SHORT[4])
+    assert short_text.get_text() == f"peak 97.0% @ 2, now -{drop:.2f} points"
     renderer.render(8)
-    assert long_text.get_text() == f"-{100 * (LONG[5] - LONG[8]):.2f} points"
+    assert long_text.get_text() == f"peak 97.0% @ 5, now -{100 * (LONG[5] - LONG[8]):.2f} points"
     # The shaded area spans the peak to the frame's epoch, between the peak level and the curve.
     vertices = long_drop.get_paths()[0].vertices  # type: ignore[attr-defined]
     assert vertices[:, 0].min() == 5 and vertices[:, 0].max() == 8
