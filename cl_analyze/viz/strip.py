@@ -17,7 +17,7 @@ from matplotlib.collections import PolyCollection
 from matplotlib.lines import Line2D
 from matplotlib.text import Text
 from matplotlib.ticker import FuncFormatter, MaxNLocator
-from matplotlib.transforms import blended_transform_factory
+from matplotlib.transforms import blended_transform_factory, offset_copy
 
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.viz.curves import lr_steps
@@ -108,12 +108,19 @@ class CurveStrip:
             )
             # Each run's label on its own row at the top (x: its peak epoch), above every curve
             # (the y range leaves that head room): labels of nearby peaks never overlap.
-            text = axes.annotate(
+            # A Text, not an annotation: it is drawn every frame, and an Annotation costs more.
+            place = offset_copy(
+                blended_transform_factory(axes.transData, axes.transAxes),
+                fig=axes.get_figure(root=True),
+                x=-4 if right_half else 4,
+                y=0,
+                units="points",
+            )
+            text = axes.text(
+                peak_epoch,
+                0.97 - LABEL_ROW * index,
                 self._peak_words[-1],
-                (peak_epoch, 0.97 - LABEL_ROW * index),
-                xycoords=blended_transform_factory(axes.transData, axes.transAxes),
-                textcoords="offset points",
-                xytext=(-4 if right_half else 4, 0),
+                transform=place,
                 color=color,
                 fontsize="small",
                 va="top",
