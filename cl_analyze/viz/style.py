@@ -16,6 +16,7 @@ from typing import Any, cast
 import matplotlib as mpl
 import numpy as np
 import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cl_analyze.atomic import atomic_path
@@ -224,7 +225,10 @@ def fit_height(figure: Figure, pad: float = 0.04, rounds: int = 4) -> None:
     unchanged: constrained layout alone cannot keep square panels' titles on a canvas that is
     too short (their aspect wins), and a fixed-size PDF or frame must not clip any text."""
     # Layout and text extents only: a full draw would render every point (seconds per round).
-    renderer = figure.canvas.get_renderer()  # type: ignore[attr-defined]
+    canvas = figure.canvas
+    if not isinstance(canvas, FigureCanvasAgg):  # a bare Figure(): Agg measures its text
+        canvas = FigureCanvasAgg(figure)
+    renderer = canvas.get_renderer()
     engine = figure.get_layout_engine()
 
     def lay_out() -> None:

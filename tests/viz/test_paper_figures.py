@@ -86,3 +86,14 @@ def test_usetex_without_latex_says_how_to_get_it() -> None:
 
     with pytest.raises(CLAnalyzeError, match="--usetex needs LaTeX"):  # before any run is read
         ReportOptions(usetex=True)
+
+
+def test_a_bare_figure_is_fitted_too(tmp_path: Path) -> None:
+    # The report builds some figures as plain Figure() objects with no Agg canvas attached.
+    from matplotlib.figure import Figure
+
+    style = paper_style(figure_style("paper"), 3.3)
+    figure = Figure(figsize=(6.0, 2.0), layout="constrained")
+    figure.subplots().set_title("a title")
+    pdf = save_figure(figure, tmp_path / "bare", style, ("pdf",))[0]
+    assert media_box(pdf)[0] == pytest.approx(3.3, abs=0.01)
