@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are sl
     from cl_analyze.viz.style import FigureStyle
 
 
+LABEL_ROW = 0.12  # the zoom's peak labels: one row each at the top, in axes fractions
 GALLERY_WIDTH = 540  # CSS pixels for a figure as wide as the style: two fit beside each other
 
 
@@ -52,14 +53,16 @@ def peak_decline_figure(
     """Test accuracy curves with each run's peak starred and its decline window shaded."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
+    from matplotlib.transforms import blended_transform_factory
 
     figure = Figure(figsize=(width, width * 0.42), layout="constrained")
     full, zoom = figure.subplots(1, 2)
+    labels: list[tuple[str, int, np.ndarray]] = []  # (words, peak epoch, colour) per run
     lowest_top = 1.0
     highest = 0.0
     zoom_start = math.inf
     few = len(runs) <= 3  # beyond that, shading and labels per run hide the curves
-    for index, (run, color) in enumerate(zip(runs, colors, strict=True)):
+    for run, color in zip(runs, colors, strict=True):
         result = run.result
         accuracy = 100 * run.history["test_accuracy"]
         for axes in (full, zoom):
@@ -85,15 +88,17 @@ def peak_decline_figure(
                     linewidth=2.5,
                 )
         if few:
-            zoom.annotate(
-                f"{100 * result.peak_accuracy:.2f}% @ {result.peak_epoch}"
-                + (f", -{points(result.decline)} pt" if points(result.decline) != "0.00" else ""),
-                (result.peak_epoch, 100 * result.peak_accuracy),
-                textcoords="offset points",
-                # Stacked: runs whose peaks coincide keep every label readable.
-                xytext=(4, 6 + 10 * index),
-                color=color,
-                fontsize="small",
+            labels.append(
+                (
+                    f"{100 * result.peak_accuracy:.2f}% @ {result.peak_epoch}"
+                    + (
+                        f", -{points(result.decline)} pt"
+                        if points(result.decline) != "0.00"
+                        else ""
+                    ),
+                    result.peak_epoch,
+                    color,
+                )
             )
         tail = accuracy[run.epochs >= result.peak_epoch]
         lowest_top = min(lowest_top, float(np.nanmin(tail)) / 100)
@@ -101,11 +106,27 @@ def peak_decline_figure(
         near = np.flatnonzero(accuracy >= 100 * result.peak_accuracy - 3)
         zoom_start = min(zoom_start, float(run.epochs[near[0]]))
     span = max(100 * (highest - lowest_top), 0.2)
-    zoom.set_ylim(
-        100 * lowest_top - 0.6 * span, 100 * highest + (0.5 + 0.25 * (len(runs) - 1)) * span
-    )
+    # Each peak label on its own row at the top (runs whose peaks coincide keep every label
+    # readable); the y range puts the peaks below those rows, at any figure size.
+    rows = min(LABEL_ROW * len(labels) + 0.08, 0.7)
+    bottom = 100 * lowest_top - 0.6 * span
+    zoom.set_ylim(bottom, bottom + (100 * highest + 0.1 * span - bottom) / (1 - rows))
     last = max(float(run.epochs.max()) for run in runs)
     zoom.set_xlim(zoom_start - 0.5, last + 0.5)
+    rows_at = blended_transform_factory(zoom.transData, zoom.transAxes)
+    for row, (text, epoch, color) in enumerate(labels):
+        right_half = epoch > (zoom_start + last) / 2  # then left of the peak: inside the axes
+        zoom.annotate(
+            text,
+            (epoch, 0.97 - LABEL_ROW * row),
+            xycoords=rows_at,
+            textcoords="offset points",
+            xytext=(-4 if right_half else 4, 0),
+            ha="right" if right_half else "left",
+            va="top",
+            color=color,
+            fontsize="small",
+        )
     full.axhline(100 * threshold, color="grey", linestyle=":", linewidth=1)
     full.set_ylim(0, 100)
     full.set_title("test accuracy")

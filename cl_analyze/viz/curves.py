@@ -184,7 +184,9 @@ def metric_figure(runs: Sequence[PlotRun], style: FigureStyle | str = "paper") -
                             ls=":" if order else line_style,
                             lw=0.9,
                         )
-            axes.set_title(title)
+            # A column-wide figure has narrow panels: a long title breaks before its brackets
+            # instead of running off the page.
+            axes.set_title(title if style.width >= 5 else title.replace(" (", "\n("))
             axes.set_ylabel(METRIC_UNITS.get(title, title))
             axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         for axes in axes_list[-2:]:
