@@ -3,7 +3,9 @@
 Baseline (what a straightforward script does, e.g. the reference repository's --plot): a new
 figure each frame, one ``plt.scatter`` per class and panel, titles, legend, draw, grab pixels.
 cl-analyze: the figure is built once; a frame restores the saved background, writes the points'
-pixels with numpy and draws only centers and titles (``cl_analyze.viz.animate.FrameRenderer``).
+pixels with numpy and draws only centers and titles (``cl_analyze.viz.animate.FrameRenderer``);
+with the curve strip (the default) also its cursor and drop annotations, measured against the
+frame without it in the same run.
 
 Run: python -m benchmarks.run plots
 """
@@ -90,31 +92,57 @@ def mean_seconds(action: Callable[[int], object], repeats: int) -> float:
     return (time.perf_counter() - start) / repeats
 
 
+def interleaved_medians(
+    first: Callable[[int], object], second: Callable[[int], object], repeats: int
+) -> tuple[float, float]:
+    """Median seconds of each, timed frame by frame in turn: a load that changes during the
+    run (other jobs on a shared machine) weighs on both alike."""
+    first(0), second(0)  # warm-up
+    times: tuple[list[float], list[float]] = ([], [])
+    for index in range(repeats):
+        for action, spent in zip((first, second), times, strict=True):
+            start = time.perf_counter()
+            action(index % 20)
+            spent.append(time.perf_counter() - start)
+    return float(np.median(times[0])), float(np.median(times[1]))
+
+
 def main() -> None:
     style = figure_style("paper")
     one = [synthetic_run("center", epochs=20)]
     baseline = mean_seconds(lambda i: baseline_frame(one, i % 20), 5)
     start = time.perf_counter()
-    renderer = FrameRenderer(one, ("train", "test"), style)
+    renderer = FrameRenderer(one, ("train", "test"), style, strip=False)
     build = time.perf_counter() - start
-    ours = mean_seconds(lambda i: renderer.render(i % 20), 30)
+    striped = FrameRenderer(one, ("train", "test"), style)  # the curve strip: the default
+    ours, with_strip = interleaved_medians(renderer.render, striped.render, 40)
     print(f"one 2-panel frame, {POINTS:,} points per panel:")
     print(f"  baseline (new figure, plt.scatter per class): {1000 * baseline:7.1f} ms")
-    print(f"  cl-analyze FrameRenderer:                    {1000 * ours:7.1f} ms"
+    print(f"  cl-analyze FrameRenderer, --no-strip:        {1000 * ours:7.1f} ms"
           f"  (figure built once in {1000 * build:.0f} ms)")  # fmt: skip
-    print(f"  speed-up: {baseline / ours:.1f}x")
+    print(f"  cl-analyze FrameRenderer with the strip:     {1000 * with_strip:7.1f} ms"
+          f"  ({with_strip / ours:.2f}x the frame without; budget 50 ms)")  # fmt: skip
+    print(f"  speed-up: {baseline / ours:.1f}x (without the strip), {baseline / with_strip:.1f}x"
+          " (with)")  # fmt: skip
 
     runs = [synthetic_run("center", epochs=100, seed=1), synthetic_run("softmax", 100, seed=2)]
     with tempfile.TemporaryDirectory() as folder:
-        start = time.perf_counter()
-        paths = write_animation(
-            runs, Path(folder) / "animation", splits=("train", "test"), style=style
-        )
-        animation = time.perf_counter() - start
-        sizes = ", ".join(f"{p.suffix[1:]} {p.stat().st_size / 1e6:.1f} MB" for p in paths)
+        # Interleaved, the best of two each: the machine's load changes within a minute.
+        timings: dict[bool, list[float]] = {True: [], False: []}
+        for strip in (False, True, False, True):
+            start = time.perf_counter()
+            paths = write_animation(
+                runs, Path(folder) / "animation", splits=("train", "test"), style=style, strip=strip
+            )
+            timings[strip].append(time.perf_counter() - start)
+            if strip:
+                sizes = ", ".join(f"{p.suffix[1:]} {p.stat().st_size / 1e6:.1f} MB" for p in paths)
+        animation, plain = min(timings[True]), min(timings[False])
     four_panel = mean_seconds(lambda i: baseline_frame(runs, i % 100), 3)
-    print(f"100-frame animation, 4 panels x {POINTS:,} points, GIF + MP4 encoded:")
-    print(f"  cl-analyze write_animation: {animation:6.1f} s  ({sizes})")
+    print(f"100-frame animation, 4 panels x {POINTS:,} points, strip, GIF + MP4 encoded:")
+    print(f"  cl-analyze write_animation: {animation:6.1f} s  ({sizes}; budget 30 s)")
+    print(f"  the same with --no-strip:   {plain:6.1f} s  (the strip: {animation / plain:.2f}x;"
+          " its frames are taller, so encoding costs more too)")  # fmt: skip
     print(f"  baseline frames alone (100 x {1000 * four_panel:.0f} ms, no encoding):"
           f" {100 * four_panel:6.1f} s")  # fmt: skip
     print(f"  speed-up: {100 * four_panel / animation:.1f}x (baseline without its encoding)")

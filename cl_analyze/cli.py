@@ -21,17 +21,20 @@ PLOT_SPLITS = ("train", "test", "both")
 PLOT_STYLES = ("paper", "slides")
 PROJECTIONS = ("pca", "umap", "tsne")  # viz.projections.PROJECTIONS
 PROJECTION_HELP = "2-D map of features with D > 2 (umap, tsne: pip install 'cl-analyze[umap]')"
+FONTS = ("sans", "serif")
 
 if TYPE_CHECKING:  # see cli_options: Typer lists and completes a Literal's values
     Split: TypeAlias = str
     PlotSplit: TypeAlias = str
     Style: TypeAlias = str
     Projection: TypeAlias = str
+    Font: TypeAlias = str
 else:
     Split = Literal[SPLITS]
     PlotSplit = Literal[PLOT_SPLITS]
     Style = Literal[PLOT_STYLES]
     Projection = Literal[PROJECTIONS]
+    Font = Literal[FONTS]
 
 app = typer.Typer(
     name="cl-analyze",
@@ -213,6 +216,27 @@ def plot(
     metrics: Annotated[
         bool, typer.Option("--metrics/--no-metrics", help="load geometry metrics for titles/curves")
     ] = True,
+    figure_width: Annotated[
+        str | None,
+        typer.Option(
+            show_default="paper: column; slides: natural",
+            help="exact figure width: column (3.4 in), page (7 in) or inches",
+        ),
+    ] = None,
+    font: Annotated[Font, typer.Option(parser=choice_parser(FONTS), help="figure font")] = "sans",
+    usetex: Annotated[
+        bool, typer.Option("--usetex", help="typeset figure text with LaTeX (needs it installed)")
+    ] = False,
+    strip: Annotated[
+        bool,
+        typer.Option("--strip/--no-strip", help="accuracy strip with a cursor under the animation"),
+    ] = True,
+    strip_metric: Annotated[
+        str | None, typer.Option(help="a second strip curve on its own axis, e.g. silhouette")
+    ] = None,
+    hold_peak: Annotated[
+        float, typer.Option(help="seconds the animation holds each run's peak frame longer")
+    ] = 0.0,
     allow_mixed: Annotated[
         bool, typer.Option("--allow-mixed", help="allow runs on different datasets")
     ] = False,
@@ -226,6 +250,7 @@ def plot(
     """Scatter, curve, center and heatmap figures (PNG + PDF) and a side-by-side animation."""
     from cl_analyze.progress import Reporter
     from cl_analyze.viz.plot import PlotOptions, parse_dims, parse_epochs, parse_formats, plot_runs
+    from cl_analyze.viz.style import parse_figure_width
 
     options = PlotOptions(
         out=out,
@@ -241,6 +266,12 @@ def plot(
         allow_mixed=allow_mixed,
         metrics=metrics,
         regions=regions,
+        figure_width=parse_figure_width(figure_width),
+        font=font,
+        usetex=usetex,
+        strip=strip,
+        strip_metric=strip_metric,
+        hold_peak=hold_peak,
     )
     with Reporter(quiet=quiet) as reporter:
         result = plot_runs(runs, options, reporter)
@@ -282,6 +313,21 @@ def report(
     regions: Annotated[
         bool, typer.Option("--regions", help="shade the classifier's decision regions (2-D)")
     ] = False,
+    figure_width: Annotated[
+        str | None,
+        typer.Option(
+            show_default="slides for the web",
+            help="paper figures at an exact width: column (3.4 in), page (7 in) or inches",
+        ),
+    ] = None,
+    font: Annotated[Font, typer.Option(parser=choice_parser(FONTS), help="figure font")] = "sans",
+    usetex: Annotated[
+        bool, typer.Option("--usetex", help="typeset figure text with LaTeX (needs it installed)")
+    ] = False,
+    strip: Annotated[
+        bool,
+        typer.Option("--strip/--no-strip", help="accuracy strip with a cursor under the animation"),
+    ] = True,
     quiet: Annotated[
         bool, typer.Option("--quiet", help="plain log lines, no progress bar")
     ] = False,
@@ -292,6 +338,7 @@ def report(
     from cl_analyze.progress import Reporter
     from cl_analyze.report import ReportOptions, build_report
     from cl_analyze.viz.plot import parse_epochs
+    from cl_analyze.viz.style import parse_figure_width
 
     options = ReportOptions(
         out=out,
@@ -304,6 +351,10 @@ def report(
         max_points=max_points,
         projection=projection,
         regions=regions,
+        figure_width=parse_figure_width(figure_width),
+        font=font,
+        usetex=usetex,
+        strip=strip,
     )
     with Reporter(quiet=quiet) as reporter:
         index = build_report(runs, options, reporter)

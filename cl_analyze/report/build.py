@@ -92,6 +92,10 @@ def build_report(
         text = json.dumps(finite_json(summary), indent=2, allow_nan=False)
         (folder / "summary.json").write_text(text + "\n")
         metrics_frame(runs).to_csv(folder / "metrics.csv", index=False)
+        if sweep is None:
+            from cl_analyze.report.latex import tables_tex
+
+            (folder / "tables.tex").write_text(tables_tex(runs), encoding="utf-8")
     return out / "index.html"
 
 

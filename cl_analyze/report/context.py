@@ -17,7 +17,9 @@ from cl_analyze.report.document import Block
 from cl_analyze.report.runs import RunData
 
 if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are slow to load
-    pass
+    from matplotlib.figure import Figure
+
+    from cl_analyze.viz.style import FigureStyle
 
 
 REPORT_FORMAT = "cl-analyze-report"
@@ -48,6 +50,10 @@ class ReportOptions:
     style: str = "slides"
     projection: str = "pca"  # D > 2: pca, umap or tsne (viz.projections)
     regions: bool = False  # shade the classifier's decision regions under the scatters
+    figure_width: float | None = None  # inches: paper figures at this exact width
+    font: str = "sans"
+    usetex: bool = False
+    strip: bool = True  # the accuracy strip under the animation (and the scrubber's frames)
 
     def __post_init__(self) -> None:
         if self.last_k < 1:
@@ -60,6 +66,10 @@ class ReportOptions:
             raise CLAnalyzeError(f"--max-points must be >= 1, got {self.max_points}")
         if self.out is not None and self.out.exists() and not self.out.is_dir():
             raise CLAnalyzeError(f"--out {self.out} is a file: pass a folder for the report")
+        if self.usetex or self.font != "sans":
+            from cl_analyze.viz.style import check_fonts
+
+            check_fonts(self.font, self.usetex)
 
 
 @dataclass
@@ -75,6 +85,24 @@ class ReportBuild:
     # run label -> the numbers of "Why accuracy declines after the peak" (summary.json)
     explained: dict[str, dict[str, Any]] = field(default_factory=dict)
     reporter: Reporter | None = None
+
+    def figure_style(self) -> FigureStyle:
+        """The report's style: slides for the web, or the paper style at ``figure_width``."""
+        from cl_analyze.viz.style import figure_style, paper_style
+
+        options = self.options
+        base = figure_style("paper" if options.figure_width is not None else options.style)
+        return paper_style(base, options.figure_width, font=options.font, usetex=options.usetex)
+
+    def save_figure(self, figure: Figure, name: str) -> str:
+        """Write ``name``.png (shown on the page) and .pdf (vector, for papers); the figure is
+        cleared afterwards. Returns the PNG's path relative to the report."""
+        from cl_analyze.viz.style import save_figure
+
+        path, relative = self.figure_path(f"{name}.png")
+        save_figure(figure, path.with_suffix(""), self.figure_style(), formats=("png", "pdf"))
+        figure.clf()
+        return relative
 
     def figure_path(self, name: str) -> tuple[Path, str]:
         relative = f"{FIGURES}/{name}"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
+import json
 import re
 import urllib.parse
 from collections.abc import Sequence
@@ -35,6 +38,7 @@ class Table:
 class Image:
     path: str  # relative to the report folder, chosen by the report (never run-provided)
     caption: str
+    width: int | None = None  # CSS pixels in a gallery: one scale for every figure of a kind
 
 
 @dataclass(frozen=True)
@@ -52,7 +56,59 @@ class Gallery:
     caption: str
 
 
-Block = Heading | Paragraph | Table | Image | Gallery | Animation
+@dataclass(frozen=True)
+class ScrubberFrame:
+    path: str  # relative to the report folder, chosen by the report
+    words: str  # what the frame shows: epoch, accuracy, silhouette
+
+
+@dataclass(frozen=True)
+class Scrubber:
+    """Frames stepped through with a slider (HTML); Markdown shows the last one."""
+
+    frames: tuple[ScrubberFrame, ...]
+    caption: str
+
+
+Block = Heading | Paragraph | Table | Image | Gallery | Animation | Scrubber
+
+
+# The page's only script, a constant: the content-security policy allows exactly this text by
+# its hash, so nothing a run's name or config holds can ever run. Frames and words come from the
+# figure's data-frames attribute (JSON, HTML-escaped like any attribute).
+SCRUBBER_SCRIPT = """
+document.querySelectorAll("figure.scrubber").forEach(function (box) {
+  var slider = box.querySelector("input"), image = box.querySelector("img");
+  var words = box.querySelector("output"), frames = JSON.parse(box.dataset.frames);
+  function show() {
+    var frame = frames[Number(slider.value)];
+    image.src = frame[0]; image.alt = frame[1]; words.textContent = frame[1];
+  }
+  slider.addEventListener("input", show);
+  box.addEventListener("keydown", function (event) {
+    var step = {ArrowLeft: -1, ArrowRight: 1}[event.key];
+    if (!step || event.target === slider) return;  // the slider steps by itself
+    slider.value = Number(slider.value) + step; show(); event.preventDefault();
+  });
+});
+"""
+
+
+SCRUBBER_HASH = base64.b64encode(hashlib.sha256(SCRUBBER_SCRIPT.encode()).digest()).decode()
+
+
+def _scrubber_html(block: Scrubber) -> str:
+    frames = json.dumps([[_url(frame.path), frame.words] for frame in block.frames])
+    last = block.frames[-1]
+    words = html.escape(last.words)
+    return (
+        f'<figure class="scrubber" tabindex="0" data-frames="{html.escape(frames)}">'
+        f'<label>epoch <input type="range" min="0" max="{len(block.frames) - 1}"'
+        f' value="{len(block.frames) - 1}" step="1" aria-label="epoch"></label>'
+        f" <output>{words}</output>"
+        f'<img src="{html.escape(_url(last.path))}" alt="{words}">'
+        f"<figcaption>{html.escape(block.caption)}</figcaption></figure>"
+    )
 
 
 def _url(path: str) -> str:
@@ -78,7 +134,11 @@ def render_html(title: str, blocks: Sequence[Block]) -> str:
                 "<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row) + "</tr>"
                 for row in block.rows
             )
-            parts.append(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
+            # In its own scrolling box: a wide table never widens the page on a phone.
+            parts.append(
+                f'<div class="table-wrap"><table><thead><tr>{head}</tr></thead>'
+                f"<tbody>{body}</tbody></table></div>"
+            )
         elif isinstance(block, Image):
             caption = html.escape(block.caption)
             parts.append(
@@ -88,7 +148,8 @@ def render_html(title: str, blocks: Sequence[Block]) -> str:
         elif isinstance(block, Gallery):
             cells = "".join(
                 f'<figure><img src="{html.escape(_url(image.path))}"'
-                f' alt="{html.escape(image.caption)}">'
+                + (f' width="{image.width}"' if image.width else "")
+                + f' alt="{html.escape(image.caption)}">'
                 f"<figcaption>{html.escape(image.caption)}</figcaption></figure>"
                 for image in block.images
             )
@@ -102,21 +163,25 @@ def render_html(title: str, blocks: Sequence[Block]) -> str:
             if block.gif:
                 inner += f'<img src="{html.escape(_url(block.gif))}" alt="{caption}">'
             if block.mp4:
+                # A link, not a player: a preload-less <video> shows as a black box, and the
+                # GIF above already plays the same frames.
                 source = html.escape(_url(block.mp4))
-                inner += (
-                    f'<video controls preload="none" src="{source}"></video>'
-                    f'<p><a href="{source}">Download the MP4</a></p>'
-                )
+                inner += f'<p><a href="{source}">The same as an MP4 video</a></p>'
             parts.append(f"<figure>{inner}<figcaption>{caption}</figcaption></figure>")
+        elif isinstance(block, Scrubber) and block.frames:
+            parts.append(_scrubber_html(block))
     body = "\n".join(parts)
+    scrubbing = any(isinstance(block, Scrubber) and block.frames for block in blocks)
+    # No script may run in a report but the scrubber's own, allowed by its hash.
+    scripts = f"'sha256-{SCRUBBER_HASH}'" if scrubbing else "'none'"
+    script = f"<script>{SCRUBBER_SCRIPT}</script>\n" if scrubbing else ""
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
-        # No script may run in a report, whatever a run's name or config holds.
-        '<meta http-equiv="Content-Security-Policy" content="script-src \'none\';'
+        f'<meta http-equiv="Content-Security-Policy" content="script-src {scripts};'
         " object-src 'none'; base-uri 'none'; form-action 'none'\">\n"
         '<meta name="viewport" content="width=device-width, initial-scale=1">\n'
         f"<title>{html.escape(title)}</title>\n<style>{PAGE_STYLE}</style>\n</head>\n"
-        f"<body>\n<main>\n{body}\n</main>\n</body>\n</html>\n"
+        f"<body>\n<main>\n{body}\n</main>\n{script}</body>\n</html>\n"
     )
 
 
@@ -135,8 +200,20 @@ tbody tr:nth-child(even) { background: #fafafa; }
 figure { margin: 1rem 0; }
 figure img, figure video { max-width: 100%; height: auto; display: block; }
 figcaption, p.caption { color: #555; font-size: 0.9rem; }
-div.gallery { display: flex; gap: 0.6rem; align-items: flex-start; }
-div.gallery figure { flex: 1 1 0; min-width: 0; margin: 0; text-align: center; }
+div.gallery { display: flex; flex-wrap: wrap; gap: 0.6rem; align-items: flex-start; }
+/* Each image at its given width (one scale for all): a figure kind shows at one size, alone
+   or beside another. */
+div.gallery figure { flex: 0 1 auto; min-width: 0; margin: 0; text-align: center; }
+div.table-wrap { overflow-x: auto; max-width: 100%; }
+div.table-wrap table { margin: 0; }
+figure.scrubber label { font-size: 0.9rem; }
+figure.scrubber input { width: min(24rem, 60vw); vertical-align: middle; }
+figure.scrubber output { display: block; font-size: 0.9rem; font-variant-numeric: tabular-nums; }
+/* Narrow screens: figures keep a readable width and scroll sideways in the page's box. */
+figure { overflow-x: auto; max-width: 100%; }
+figure > img { min-width: 360px; }
+main > figure > img { min-width: 560px; }  /* a full-width figure's text stays legible */
+@media (max-width: 600px) { main { padding: 1rem 0.8rem 3rem; } }
 """
 
 
@@ -146,6 +223,16 @@ _MARKDOWN_INLINE = re.compile(r"([\\`*_{}\[\]|~])")
 
 
 _MARKDOWN_LINE_START = re.compile(r"^(\s*\d*)([#+\-=>]|(?<=\d)[.)])")
+
+
+# Inside a table cell only a pipe, a backslash and inline markup need escaping: line-start
+# syntax (10. or -0.00) cannot start a block there, and "10\.00%" is unreadable as text.
+_MARKDOWN_CELL = re.compile(r"([\\`*_|])")
+
+
+def markdown_cell(text: str) -> str:
+    """Literal text in a Markdown table cell, readable as plain text."""
+    return _MARKDOWN_CELL.sub(r"\\\1", html.escape(text, quote=False)).replace("\n", " ")
 
 
 def markdown_escape(text: str) -> str:
@@ -164,12 +251,10 @@ def render_markdown(blocks: Sequence[Block]) -> str:
             parts.append(f"> **Note:** {text}" if block.note else text)
         elif isinstance(block, Table):
             lines = [
-                "| " + " | ".join(markdown_escape(c) for c in block.columns) + " |",
+                "| " + " | ".join(markdown_cell(c) for c in block.columns) + " |",
                 "|" + "---|" * len(block.columns),
             ]
-            lines += [
-                "| " + " | ".join(markdown_escape(c) for c in row) + " |" for row in block.rows
-            ]
+            lines += ["| " + " | ".join(markdown_cell(c) for c in row) + " |" for row in block.rows]
             parts.append("\n".join(lines))
         elif isinstance(block, Image):
             parts.append(f"![{markdown_escape(block.caption)}]({_url(block.path)})")
@@ -185,4 +270,10 @@ def render_markdown(blocks: Sequence[Block]) -> str:
             if block.mp4:
                 lines.append(f"[MP4 video]({_url(block.mp4)})")
             parts.append("\n\n".join(lines))
+        elif isinstance(block, Scrubber) and block.frames:
+            last = block.frames[-1]
+            parts.append(
+                f"![{markdown_escape(last.words)}]({_url(last.path)})\n\n"
+                + markdown_escape(f"{block.caption} (The HTML page steps through every epoch.)")
+            )
     return "\n\n".join(parts) + "\n"

@@ -25,17 +25,19 @@ if TYPE_CHECKING:  # imported where used: matplotlib and the sweep module are sl
     from cl_analyze.viz.style import FigureStyle
 
 
+LABEL_ROW = 0.12  # the zoom's peak labels: one row each at the top, in axes fractions
+GALLERY_WIDTH = 540  # CSS pixels for a figure as wide as the style: two fit beside each other
+
+
 def accuracy_section(build: ReportBuild) -> None:
-    from cl_analyze.viz.style import figure_style, run_colors
+    from cl_analyze.viz.style import run_colors
 
     runs = build.runs
-    style = figure_style(build.options.style)
+    style = build.figure_style()
     colors = run_colors(len(runs))
     with style.context():
         figure = peak_decline_figure(runs, colors, style.width, build.options.threshold)
-        path, relative = build.figure_path("accuracy.png")
-        figure.savefig(path, dpi=style.png_dpi)
-        close_figure(figure)
+    relative = build.save_figure(figure, "accuracy")
     build.blocks.append(Heading(2, "Accuracy"))
     build.blocks.append(
         Image(
@@ -51,9 +53,12 @@ def peak_decline_figure(
 ) -> Figure:
     """Test accuracy curves with each run's peak starred and its decline window shaded."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import MaxNLocator
+    from matplotlib.transforms import blended_transform_factory
 
     figure = Figure(figsize=(width, width * 0.42), layout="constrained")
     full, zoom = figure.subplots(1, 2)
+    labels: list[tuple[str, int, np.ndarray]] = []  # (words, peak epoch, colour) per run
     lowest_top = 1.0
     highest = 0.0
     zoom_start = math.inf
@@ -84,14 +89,17 @@ def peak_decline_figure(
                     linewidth=2.5,
                 )
         if few:
-            zoom.annotate(
-                f"{100 * result.peak_accuracy:.2f}% @ {result.peak_epoch}"
-                + (f", -{points(result.decline)} pt" if points(result.decline) != "0.00" else ""),
-                (result.peak_epoch, 100 * result.peak_accuracy),
-                textcoords="offset points",
-                xytext=(4, 6),
-                color=color,
-                fontsize="small",
+            labels.append(
+                (
+                    f"{100 * result.peak_accuracy:.2f}% @ {result.peak_epoch}"
+                    + (
+                        f", -{points(result.decline)} pt"
+                        if points(result.decline) != "0.00"
+                        else ""
+                    ),
+                    result.peak_epoch,
+                    color,
+                )
             )
         tail = accuracy[run.epochs >= result.peak_epoch]
         lowest_top = min(lowest_top, float(np.nanmin(tail)) / 100)
@@ -99,9 +107,27 @@ def peak_decline_figure(
         near = np.flatnonzero(accuracy >= 100 * result.peak_accuracy - 3)
         zoom_start = min(zoom_start, float(run.epochs[near[0]]))
     span = max(100 * (highest - lowest_top), 0.2)
-    zoom.set_ylim(100 * lowest_top - 0.6 * span, 100 * highest + 0.5 * span)
+    # Each peak label on its own row at the top (runs whose peaks coincide keep every label
+    # readable); the y range puts the peaks below those rows, at any figure size.
+    rows = min(LABEL_ROW * len(labels) + 0.08, 0.7)
+    bottom = 100 * lowest_top - 0.6 * span
+    zoom.set_ylim(bottom, bottom + (100 * highest + 0.1 * span - bottom) / (1 - rows))
     last = max(float(run.epochs.max()) for run in runs)
     zoom.set_xlim(zoom_start - 0.5, last + 0.5)
+    rows_at = blended_transform_factory(zoom.transData, zoom.transAxes)
+    for row, (text, epoch, color) in enumerate(labels):
+        right_half = epoch > (zoom_start + last) / 2  # then left of the peak: inside the axes
+        zoom.annotate(
+            text,
+            (epoch, 0.97 - LABEL_ROW * row),
+            xycoords=rows_at,
+            textcoords="offset points",
+            xytext=(-4 if right_half else 4, 0),
+            ha="right" if right_half else "left",
+            va="top",
+            color=color,
+            fontsize="small",
+        )
     full.axhline(100 * threshold, color="grey", linestyle=":", linewidth=1)
     full.set_ylim(0, 100)
     full.set_title("test accuracy")
@@ -110,6 +136,9 @@ def peak_decline_figure(
         axes.set_xlabel("epoch")
         axes.set_ylabel("accuracy (%)")
         axes.grid(alpha=0.3)
+        # min_n_ticks=1: on a short zoom, one integer tick rather than 0.5-epoch steps.
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        axes.title.set_y(1.02)  # clear of the frame and of a 100% curve
     figure.legend(
         *full.get_legend_handles_labels(), loc="outside lower center", ncol=min(len(runs), 3)
     )
@@ -130,10 +159,9 @@ def figure_sections(build: ReportBuild) -> None:
         scatter_figure,
     )
     from cl_analyze.viz.regions import load_regions
-    from cl_analyze.viz.style import figure_style, save_figure
 
     options = build.options
-    style = figure_style(options.style)
+    style = build.figure_style()
     loaded = [
         load_plot_run(
             run.run_dir,
@@ -148,10 +176,18 @@ def figure_sections(build: ReportBuild) -> None:
     splits = [s for s in ("train", "test") if any(s in run.points for run in loaded)]
 
     def save(figure: Figure, name: str) -> str:
-        path, relative = build.figure_path(name)
-        save_figure(figure, path.with_suffix(""), style, formats=("png",))
-        close_figure(figure)
-        return relative
+        return build.save_figure(figure, name.removesuffix(".png"))
+
+    def gallery_image(figure: Figure, name: str, caption: str) -> Image:
+        """A gallery image at one scale for the whole page: a figure as wide as the style's
+        width shows GALLERY_WIDTH CSS pixels wide, whatever sits beside it."""
+        from PIL import Image as PILImage
+
+        relative = save(figure, name)
+        with PILImage.open(build.folder / relative) as png:
+            pixels = png.width
+        scale = GALLERY_WIDTH / (style.width * style.png_dpi)
+        return Image(relative, caption, width=round(pixels * scale))
 
     blocks = build.blocks
     blocks.append(Heading(2, "Features"))
@@ -165,7 +201,7 @@ def figure_sections(build: ReportBuild) -> None:
     images = []
     for index, (caption, rows) in enumerate(stages):
         figure = scatter_figure(loaded, rows, splits=shown, style=style, regions=regions)
-        images.append(Image(save(figure, f"scatter_{index}.png"), caption))
+        images.append(gallery_image(figure, f"scatter_{index}.png", caption))
     blocks.append(
         Gallery(
             tuple(images),
@@ -191,12 +227,17 @@ def figure_sections(build: ReportBuild) -> None:
     for index, (run, plot_run) in enumerate(zip(build.runs, loaded, strict=True)):
         images = []
         if plot_run.centers is not None:
-            relative = save(centers_figure(plot_run, style), f"centers_{index}.png")
-            images.append(Image(relative, "paths of the learned centers (o start, X end)"))
+            images.append(
+                gallery_image(
+                    centers_figure(plot_run, style),
+                    f"centers_{index}.png",
+                    "paths of the learned centers (o start, X end)",
+                )
+            )
         heatmap = distance_heatmap_figure(
             plot_run.distances, plot_run.class_names, style, title=run.label
         )
-        images.append(Image(save(heatmap, f"distances_{index}.png"), "class-mean distances"))
+        images.append(gallery_image(heatmap, f"distances_{index}.png", "class-mean distances"))
         blocks.append(
             Gallery(
                 tuple(images),
@@ -214,24 +255,47 @@ def _animation_section(
     style: FigureStyle,
     regions: Sequence[Regions | None] | None = None,
 ) -> None:
-    from cl_analyze.viz.animate import write_animation
+    from cl_analyze.report.scrubber import ScrubberFrames, scrubber_block
+    from cl_analyze.viz.animate import frame_epochs, write_animation
 
     stem, _ = build.figure_path("animation")
+    epochs = frame_epochs(loaded)
     if build.reporter is not None:
         # Not passed on: write_animation would name the temporary folder in its log lines.
-        frames = len({int(e) for run in loaded for e in run.epochs})
-        build.reporter.log(f"drawing the animation ({frames} frames)")
+        build.reporter.log(f"drawing the animation ({len(epochs)} frames)")
+    frames = ScrubberFrames(build.folder, FIGURES, epochs)
     written = write_animation(
-        loaded, stem, splits=splits, style=style, formats=("gif", "mp4"), regions=regions
+        loaded,
+        stem,
+        splits=splits,
+        style=style,
+        formats=("gif", "mp4"),
+        strip=build.options.strip,
+        frame_sink=frames,
+        regions=regions,
     )
     names = {path.suffix: f"{FIGURES}/{path.name}" for path in written}
     build.blocks.append(Heading(2, "Animation"))
     build.blocks.append(
+        scrubber_block(
+            loaded,
+            epochs,
+            frames,
+            "Step through the epochs with the slider or the arrow keys: the runs side by side"
+            " (a run that ended earlier holds its last epoch)"
+            + (
+                ", their test accuracy below with a cursor at the epoch shown, each peak starred"
+                " and the drop since it shaded."
+                if build.options.strip
+                else "."
+            ),
+        )
+    )
+    build.blocks.append(
         Animation(
             names.get(".gif"),
             names.get(".mp4"),
-            "Features epoch by epoch, runs side by side (a run that ended earlier holds its"
-            " last epoch).",
+            "The same frames as a looping GIF (for slides).",
         )
     )
 

@@ -132,14 +132,12 @@ def pooled_section(build: ReportBuild) -> None:
         blocks.extend(Paragraph(sentence) for sentence in comparisons)
     if not build.options.figures:
         return
-    from cl_analyze.viz.style import figure_style, run_colors
+    from cl_analyze.viz.style import run_colors
 
-    style = figure_style(build.options.style)
+    style = build.figure_style()
     with style.context():
         figure = pooled_accuracy_figure(groups, run_colors(len(groups)), style.width)
-        path, relative = build.figure_path("accuracy_seeds.png")
-        figure.savefig(path, dpi=style.png_dpi)
-        figure.clf()
+    relative = build.save_figure(figure, "accuracy_seeds")
     blocks.append(
         Image(
             relative,

@@ -150,10 +150,8 @@ def sweep_findings(frame: pd.DataFrame, parameters: Sequence[str]) -> list[str]:
 
 def assemble_sweep(build: ReportBuild, info: SweepInfo, notes: Sequence[str]) -> None:
     """The blocks of a sweep report."""
-    from cl_analyze.viz.style import figure_style
-
     blocks = build.blocks
-    style = figure_style(build.options.style)
+    style = build.figure_style()
     frame = sweep_frame(info, build.runs)
     parameters = list(info.parameters)
     grid_words = " x ".join(
@@ -216,11 +214,7 @@ def assemble_sweep(build: ReportBuild, info: SweepInfo, notes: Sequence[str]) ->
     blocks.append(Table(columns, rows))
 
     def save(figure: Figure, name: str) -> str:
-        path, relative = build.figure_path(name)
-        with style.context():
-            figure.savefig(path, dpi=style.png_dpi)
-        figure.clf()
-        return relative
+        return build.save_figure(figure, name.removesuffix(".png"))
 
     blocks.append(Heading(2, "Peak epoch over seeds"))
     spread_columns, spread_rows = peak_spread_table(frame, parameters)

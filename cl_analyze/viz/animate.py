@@ -26,10 +26,21 @@ from cl_analyze.progress import Reporter
 from cl_analyze.viz.regions import Regions
 from cl_analyze.viz.runs import PlotRun
 from cl_analyze.viz.scatter import ScatterGrid
-from cl_analyze.viz.style import FigureStyle
+from cl_analyze.viz.strip import CurveStrip, check_strip_metric
+from cl_analyze.viz.style import FigureStyle, fit_height, run_colors
 
 ANIMATION_FORMATS = ("gif", "mp4")
 LAST_FRAME_HOLD_S = 1.5  # the GIF lingers on the final epoch before looping
+
+
+def strip_height(style: FigureStyle, metric: str | None) -> float:
+    """Inches of the curve strip: readable ticks and labels, a fraction of a panel."""
+    return 0.42 * style.panel + 0.25 + (0.1 if metric else 0.0)
+
+
+def peak_epochs(runs: Sequence[PlotRun]) -> set[int]:
+    """The epochs at which some run peaks (frames that ``--hold-peak`` holds)."""
+    return {int(run.epochs[run.peak_row]) for run in runs}
 
 
 def frame_epochs(runs: Sequence[PlotRun]) -> list[int]:
@@ -86,7 +97,9 @@ class FrameRenderer:
     """Renders a frame per epoch: (H, W, 3) uint8 with H and W even (what H.264 needs).
 
     Axes, ticks and legend are drawn once into a saved background; a frame restores it, paints
-    the points with ``PanelSplat`` and lets matplotlib draw only the centers and titles.
+    the points with ``PanelSplat`` and lets matplotlib draw only the centers and titles. With
+    ``strip`` a ``CurveStrip`` of the runs' test accuracy sits under the grid; per frame only its
+    cursor and drop annotations are drawn.
     """
 
     def __init__(
@@ -96,15 +109,36 @@ class FrameRenderer:
         style: FigureStyle,
         *,
         dpi: float | None = None,
+        strip: bool = True,
+        strip_metric: str | None = None,
         regions: Sequence[Regions | None] | None = None,
     ) -> None:
-        self.grid = ScatterGrid(runs, splits, style, animated=True, dpi=dpi, regions=regions)
+        check_strip_metric(runs, strip_metric)
+        self.grid = ScatterGrid(
+            runs,
+            splits,
+            style,
+            animated=True,
+            dpi=dpi,
+            strip_height=strip_height(style, strip_metric) if strip else 0.0,
+            regions=regions,
+        )
         figure = self.grid.figure
         canvas = figure.canvas
         assert isinstance(canvas, FigureCanvasAgg)
-        # Lay out once with real titles in place, then freeze it so every frame matches.
-        self.grid.show_epoch(frame_epochs(runs)[0])
-        canvas.draw()
+        self.strip: CurveStrip | None = None
+        if self.grid.strip_axes is not None:
+            with style.context():
+                self.strip = CurveStrip(
+                    self.grid.strip_axes, runs, run_colors(len(runs)), metric=strip_metric
+                )
+        # Lay out once with real titles in place (the figure grows until none is cut off),
+        # then freeze it so every frame matches.
+        first = frame_epochs(runs)[0]
+        self.grid.show_epoch(first)
+        if self.strip is not None:
+            self.strip.show_epoch(first)
+        fit_height(figure)
         figure.set_layout_engine("none")
         canvas.draw()
         self._canvas = canvas
@@ -128,6 +162,8 @@ class FrameRenderer:
     def render(self, epoch: int) -> np.ndarray:
         """The frame at ``epoch``; the returned array is reused by the next call."""
         self.grid.show_epoch(epoch)
+        if self.strip is not None:
+            self.strip.show_epoch(epoch)
         canvas = self._canvas
         canvas.restore_region(self._background)
         for layers in self.grid.region_layers:  # under the points: drawn before they are painted
@@ -143,6 +179,9 @@ class FrameRenderer:
             if centers is not None:
                 self.grid.figure.draw_artist(centers)
             self.grid.figure.draw_artist(title)
+        if self.strip is not None:
+            for artist in self.strip.moving:
+                self.grid.figure.draw_artist(artist)
         self._frame[: pixels.shape[0], : pixels.shape[1]] = pixels[..., :3]
         return self._frame
 
@@ -156,7 +195,8 @@ class FrameSink(Protocol):
 
     path: Path
 
-    def add(self, frame: np.ndarray) -> None: ...
+    def add(self, frame: np.ndarray, frames: int = 1) -> None:
+        """Show ``frame`` for ``frames`` frame durations (a held frame)."""
 
     def close(self) -> None: ...
 
@@ -176,20 +216,23 @@ class GifSink:
         self.fps = fps
         self._mapper: PaletteMapper | None = None
         self._frames: list[Image.Image] = []
+        self._lengths: list[int] = []  # frame durations each image is shown
         self._partial = partial_path(path)
 
-    def add(self, frame: np.ndarray) -> None:
+    def add(self, frame: np.ndarray, frames: int = 1) -> None:
         if self._mapper is None:
             self._mapper = PaletteMapper(frequent_colors(frame))
         image = Image.fromarray(self._mapper(frame), mode="P")
         image.putpalette(self._mapper.palette_bytes)
         self._frames.append(image)
+        self._lengths.append(frames)
 
     def close(self) -> None:
         if not self._frames:
             return
         step_ms = 1000.0 / self.fps
-        durations = [step_ms] * (len(self._frames) - 1) + [max(step_ms, 1000 * LAST_FRAME_HOLD_S)]
+        durations = [step_ms * length for length in self._lengths]
+        durations[-1] = max(durations[-1], 1000 * LAST_FRAME_HOLD_S)
         first, *rest = self._frames
         self._frames = []
         with atomic_path(self.path) as temporary:
@@ -273,8 +316,10 @@ class Mp4Sink:
         )
         self._writer.send(None)  # start ffmpeg
 
-    def add(self, frame: np.ndarray) -> None:
-        self._writer.send(np.ascontiguousarray(frame))
+    def add(self, frame: np.ndarray, frames: int = 1) -> None:
+        contiguous = np.ascontiguousarray(frame)
+        for _ in range(frames):  # a constant frame rate: holding repeats the frame
+            self._writer.send(contiguous)
 
     def close(self) -> None:
         try:
@@ -301,9 +346,15 @@ def write_animation(
     fps: float = 8.0,
     dpi: float | None = None,
     reporter: Reporter | None = None,
+    strip: bool = True,
+    strip_metric: str | None = None,
+    hold_peak: float = 0.0,
+    frame_sink: FrameSink | None = None,
     regions: Sequence[Regions | None] | None = None,
 ) -> list[Path]:
-    """Write ``stem.gif`` and/or ``stem.mp4``: one frame per epoch from the first to the last;
+    """Write ``stem.gif`` and/or ``stem.mp4``: one frame per epoch from the first to the last,
+    with the curve strip unless ``strip`` is False; a run's peak frame is shown ``hold_peak``
+    seconds longer. ``frame_sink`` also receives every frame (the report's scrubber images);
     ``regions`` (per run) shades the classifier's decision regions."""
     unknown = [f for f in formats if f not in ANIMATION_FORMATS]
     if unknown:
@@ -312,9 +363,15 @@ def write_animation(
         )
     if fps <= 0:
         raise CLAnalyzeError(f"--fps {fps}: give a positive frame rate")
+    if not hold_peak >= 0:
+        raise CLAnalyzeError(f"--hold-peak {hold_peak}: give seconds >= 0")
     stem.parent.mkdir(parents=True, exist_ok=True)
     epochs = frame_epochs(runs)
-    renderer = FrameRenderer(runs, splits, style, dpi=dpi, regions=regions)
+    held = peak_epochs(runs)
+    hold_frames = 1 + round(hold_peak * fps)
+    renderer = FrameRenderer(
+        runs, splits, style, dpi=dpi, strip=strip, strip_metric=strip_metric, regions=regions
+    )
     sinks: list[FrameSink] = []
     try:
         for extension in dict.fromkeys(formats):
@@ -322,12 +379,14 @@ def write_animation(
             sinks.append(
                 GifSink(path, fps) if extension == "gif" else Mp4Sink(path, renderer.size, fps)
             )
+        if frame_sink is not None:
+            sinks.append(frame_sink)
         if reporter is not None:
             reporter.start("animation", total=len(epochs))
         for epoch in epochs:
             frame = renderer.render(epoch)
             for sink in sinks:
-                sink.add(frame)
+                sink.add(frame, hold_frames if epoch in held else 1)
             if reporter is not None:
                 reporter.advance()
     except BaseException:
@@ -342,4 +401,4 @@ def write_animation(
     if reporter is not None:
         for sink in sinks:
             reporter.log(f"wrote {sink.path} ({len(epochs)} frames)")
-    return [sink.path for sink in sinks]
+    return [sink.path for sink in sinks if sink is not frame_sink]

@@ -35,6 +35,17 @@ METRIC_PANELS: tuple[tuple[tuple[str, ...], str], ...] = (
 )
 
 
+# The y axis of each metric panel (its title names the metric; the label names the unit).
+METRIC_UNITS = {
+    "intra-class distance": "distance",
+    "inter-class distance (mean, min)": "distance",
+    "inter / intra ratio": "ratio",
+    "silhouette": "silhouette (-1..1)",
+    "Fisher ratio": "ratio",
+    "feature norm (center norm)": "norm",
+}
+
+
 def lr_steps(history: Mapping[str, np.ndarray], epochs: np.ndarray) -> list[int]:
     """Epochs whose learning rate differs from the previous row's (NaN rows ignored)."""
     lr = np.asarray(history.get("lr", []), dtype=np.float64)
@@ -95,7 +106,7 @@ def accuracy_figure(runs: Sequence[PlotRun], style: FigureStyle | str = "paper")
             for step in lr_steps(run.history, run.epochs):
                 axes.axvline(step, color=color, ls=":", lw=0.7, alpha=0.7)
         axes.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         axes.set_xlabel("epoch")
         axes.set_ylabel("accuracy")
         style_handles = [
@@ -137,7 +148,7 @@ def loss_figure(runs: Sequence[PlotRun], style: FigureStyle | str = "paper") -> 
             axes[1].set_yscale("log")
         for each in axes:
             each.set_xlabel("epoch")
-            each.xaxis.set_major_locator(MaxNLocator(integer=True))
+            each.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         figure.legend(loc="outside lower center", ncol=min(len(runs), 3))
     return figure
 
@@ -173,8 +184,11 @@ def metric_figure(runs: Sequence[PlotRun], style: FigureStyle | str = "paper") -
                             ls=":" if order else line_style,
                             lw=0.9,
                         )
-            axes.set_title(title)
-            axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+            # A column-wide figure has narrow panels: a long title breaks before its brackets
+            # instead of running off the page.
+            axes.set_title(title if style.width >= 5 else title.replace(" (", "\n("))
+            axes.set_ylabel(METRIC_UNITS.get(title, title))
+            axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
         for axes in axes_list[-2:]:
             axes.set_xlabel("epoch")
         handles = [Line2D([], [], color=colors[run.name], label=run.name) for run in with_metrics]

@@ -30,6 +30,7 @@ from cl_analyze.viz.style import (
     FIGURE_FORMATS,
     FigureStyle,
     figure_style,
+    paper_style,
     save_figure,
 )
 
@@ -69,6 +70,12 @@ class PlotOptions:
     metrics: bool = True
     seed: int = 0
     regions: bool = False  # shade the classifier's decision regions under the scatters
+    figure_width: float | None = None  # inches; None: the style's (paper: one 3.4 in column)
+    font: str = "sans"
+    usetex: bool = False
+    strip: bool = True  # the accuracy strip under the animation's scatters
+    strip_metric: str | None = None  # a second curve in the strip, e.g. silhouette
+    hold_peak: float = 0.0  # seconds a run's peak frame is held longer
 
     def __post_init__(self) -> None:
         # Checked up front: failing after minutes of metrics and figures would waste them.
@@ -76,6 +83,8 @@ class PlotOptions:
             raise CLAnalyzeError(f"--max-points must be >= 1, got {self.max_points}")
         if not self.fps > 0:
             raise CLAnalyzeError(f"--fps must be > 0, got {self.fps}")
+        if not self.hold_peak >= 0:
+            raise CLAnalyzeError(f"--hold-peak must be >= 0 seconds, got {self.hold_peak}")
         if self.out is not None and self.out.exists() and not self.out.is_dir():
             raise CLAnalyzeError(f"--out {self.out} is a file: pass a folder for the figures")
 
@@ -182,7 +191,9 @@ def plot_runs(
     reporter = reporter or Reporter(quiet=True)
     if not runs:
         raise CLAnalyzeError("no run given: pass one or more run folders, e.g. artifacts/run1")
-    style = figure_style(options.style)
+    style = paper_style(
+        figure_style(options.style), options.figure_width, font=options.font, usetex=options.usetex
+    )
     splits = split_names(options.split)
     for run in runs:
         if not Path(run).exists():
@@ -211,6 +222,10 @@ def plot_runs(
             replace(plot_run, metrics=_load_metrics(Path(path), reporter))
             for path, plot_run in zip(runs, loaded, strict=True)
         ]
+    if options.animation and options.strip:
+        from cl_analyze.viz.strip import check_strip_metric
+
+        check_strip_metric(loaded, options.strip_metric)
     out_dir = options.out or Path("reports") / f"{names[0].replace('/', '_')}-plots"
     check_plot_folder(out_dir)
     files: list[Path] = []
@@ -260,6 +275,9 @@ def plot_runs(
                 fps=options.fps,
                 reporter=reporter,
                 regions=regions,
+                strip=options.strip,
+                strip_metric=options.strip_metric,
+                hold_peak=options.hold_peak,
             )
         )
     write_text_atomic(

@@ -31,13 +31,15 @@ if TYPE_CHECKING:
 
 
 def panel_title(run: PlotRun, split: str, row: int) -> str:
-    """Two lines: run, split and epoch; then the split's accuracy and silhouette when known."""
+    """Two lines: run, split and epoch ("peak" at the run's peak); then the split's accuracy and
+    silhouette when known."""
     epoch = int(run.epochs[row])
+    peak = " · peak" if row == run.peak_row else ""
     details = [f"{split} acc {short_percent(float(run.accuracy_curve(split)[row]))}"]
     silhouette = float(run.metric_curve(split, "silhouette")[row])
     if np.isfinite(silhouette):
         details.append(f"sil {silhouette:.2f}")
-    return f"{run.name} · {split} · epoch {epoch}\n" + " · ".join(details)
+    return f"{run.name} · {split} · epoch {epoch}{peak}\n" + " · ".join(details)
 
 
 class ScatterGrid:
@@ -56,9 +58,11 @@ class ScatterGrid:
         *,
         animated: bool = False,
         dpi: float | None = None,
+        strip_height: float = 0.0,
         regions: Sequence[Regions | None] | None = None,
     ) -> None:
-        """``regions``: per run, the classifier whose decision regions shade its panels."""
+        """``strip_height`` (inches) > 0 adds a full-width axes under the grid: ``strip_axes``;
+        ``regions``: per run, the classifier whose decision regions shade its panels."""
         if not runs:
             raise CLAnalyzeError("no run to plot: pass at least one run folder")
         self.runs = list(runs)
@@ -74,14 +78,25 @@ class ScatterGrid:
             self.figure = Figure(
                 figsize=(
                     ncols * style.panel + 0.5,
-                    nrows * (style.panel + 0.35) + 0.2 + 0.14 * legend_rows,
+                    nrows * (style.panel + 0.35) + 0.2 + 0.14 * legend_rows + strip_height,
                 ),
                 dpi=dpi or style.frame_dpi,
                 layout="constrained",
             )
             FigureCanvasAgg(self.figure)
-            axes = self.figure.subplots(nrows, ncols, squeeze=False)
-            self.axes: list[list[Axes]] = [list(row) for row in axes]
+            self.strip_axes: Axes | None = None
+            if strip_height > 0:
+                grid = self.figure.add_gridspec(
+                    nrows + 1, ncols, height_ratios=[style.panel] * nrows + [strip_height]
+                )
+                self.axes: list[list[Axes]] = [
+                    [self.figure.add_subplot(grid[r, c]) for c in range(ncols)]
+                    for r in range(nrows)
+                ]
+                self.strip_axes = self.figure.add_subplot(grid[nrows, :])
+            else:
+                axes = self.figure.subplots(nrows, ncols, squeeze=False)
+                self.axes = [list(row) for row in axes]
             self.points: list[list[PathCollection | None]] = []
             self.centers: list[list[PathCollection | None]] = []
             self.titles: list[list[Text]] = []

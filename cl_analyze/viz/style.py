@@ -7,14 +7,16 @@ alike: same fonts, same class colours, same axis limits.
 from __future__ import annotations
 
 import contextlib
+import shutil
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, cast
 
 import matplotlib as mpl
 import numpy as np
 import seaborn as sns
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from cl_analyze.atomic import atomic_path
@@ -37,6 +39,9 @@ class FigureStyle:
     png_dpi: int
     frame_dpi: int  # animation frames are pixels: this sets their size
     rc: dict[str, Any] = field(default_factory=dict)
+    # True: every saved figure is exactly ``width`` wide (a paper's column or page), its height
+    # fitted to the content; False: tight bounding boxes (slides, the web).
+    exact_width: bool = False
 
     @contextlib.contextmanager
     def context(self) -> Iterator[None]:
@@ -84,6 +89,7 @@ STYLES: dict[str, FigureStyle] = {
         png_dpi=300,
         frame_dpi=200,
         rc=_rc(7.0),
+        exact_width=True,
     ),
     "slides": FigureStyle(
         "slides",
@@ -105,6 +111,65 @@ def figure_style(name: str) -> FigureStyle:
         raise CLAnalyzeError(
             f"unknown figure style {name!r}: use one of {', '.join(STYLES)}"
         ) from None
+
+
+# Paper widths in inches: one column of a two-column paper (ICML 3.25, NeurIPS/IEEE ~3.4,
+# ACM 3.33) and a full two-column page (~7 in; ICML 6.75, IEEE 7.16).
+FIGURE_WIDTHS = {"column": 3.4, "page": 7.0}
+FONTS = ("sans", "serif")
+WIDTH_RANGE = (1.0, 20.0)
+
+
+def parse_figure_width(text: str | None) -> float | None:
+    """``column`` / ``page`` / inches -> inches; None keeps the style's own width."""
+    if text is None:
+        return None
+    key = text.strip().lower()
+    if key in FIGURE_WIDTHS:
+        return FIGURE_WIDTHS[key]
+    try:
+        inches = float(key.removesuffix("in"))
+    except ValueError:
+        inches = float("nan")
+    if not WIDTH_RANGE[0] <= inches <= WIDTH_RANGE[1]:
+        raise CLAnalyzeError(
+            f"--figure-width {text!r}: give column (3.4 in), page (7 in) or inches between"
+            f" {WIDTH_RANGE[0]:g} and {WIDTH_RANGE[1]:g}, e.g. 3.25"
+        )
+    return inches
+
+
+def check_fonts(font: str, usetex: bool) -> None:
+    """``--font`` and ``--usetex`` usable here (checked before any work is done)."""
+    if font not in FONTS:
+        raise CLAnalyzeError(f"--font {font!r}: use one of {', '.join(FONTS)}")
+    if usetex and shutil.which("latex") is None:
+        raise CLAnalyzeError(
+            "--usetex needs LaTeX, which is not installed: install it (Debian: apt-get install"
+            " texlive-latex-extra cm-super dvipng) or drop --usetex"
+        )
+
+
+def paper_style(
+    base: FigureStyle,
+    width: float | None = None,
+    *,
+    font: str = "sans",
+    usetex: bool = False,
+) -> FigureStyle:
+    """``base`` at an exact ``width`` (inches; None keeps its own), in a sans or serif font,
+    optionally typeset by LaTeX (its fonts then match the paper's body text)."""
+    check_fonts(font, usetex)
+    rc = dict(base.rc)
+    if font == "serif":
+        # DejaVu Serif ships with matplotlib; Computer Modern-like maths to match LaTeX papers.
+        rc.update({"font.family": "serif", "mathtext.fontset": "dejavuserif"})
+    if usetex:
+        rc.update({"text.usetex": True, "font.family": font.replace("sans", "sans-serif")})
+    exact = base.exact_width or width is not None
+    if exact:
+        rc["savefig.bbox"] = "standard"  # a tight box would change the width asked for
+    return replace(base, width=width or base.width, rc=rc, exact_width=exact)
 
 
 def class_colors(num_classes: int) -> np.ndarray:
@@ -155,14 +220,55 @@ def robust_limits(
     return ((float(low[0]), float(high[0])), (float(low[1]), float(high[1])))
 
 
+def fit_height(figure: Figure, pad: float = 0.04, rounds: int = 4) -> None:
+    """Lay ``figure`` out and grow or shrink its height until its content fits inside, width
+    unchanged: constrained layout alone cannot keep square panels' titles on a canvas that is
+    too short (their aspect wins), and a fixed-size PDF or frame must not clip any text."""
+    # Layout and text extents only: a full draw would render every point (seconds per round).
+    canvas = figure.canvas
+    if not isinstance(canvas, FigureCanvasAgg):  # a bare Figure(): Agg measures its text
+        canvas = FigureCanvasAgg(figure)
+    renderer = canvas.get_renderer()
+    engine = figure.get_layout_engine()
+
+    def lay_out() -> None:
+        if engine is not None:
+            engine.execute(figure)
+
+    grown = False  # once grown, never shrink again: the two could alternate
+    for _ in range(rounds):
+        lay_out()
+        tight = figure.get_tightbbox(renderer)
+        width, height = figure.get_size_inches()
+        if tight is None:
+            return
+        wanted = tight.height + 2 * pad
+        # Past the canvas edge (a hair of tolerance: constrained layout puts a bottom legend
+        # within a pixel of the edge, inside it).
+        overflow = max(tight.y1 - height, -tight.y0)
+        if overflow > 0.005:
+            grown = True
+            figure.set_size_inches(width, height + overflow + pad)
+        elif not grown and height - wanted > 0.05:
+            figure.set_size_inches(width, wanted)
+        else:
+            return
+    lay_out()
+
+
 def save_figure(
     figure: Figure, stem: Path, style: FigureStyle, formats: tuple[str, ...] = FIGURE_FORMATS
 ) -> list[Path]:
     """Write ``stem.png`` (raster for the web) and ``stem.pdf`` (vector for the paper), each
-    whole or not at all."""
+    whole or not at all. An ``exact_width`` style rescales the figure to its width first and
+    fits the height to the content, so the PDF's page is exactly that wide."""
     stem.parent.mkdir(parents=True, exist_ok=True)
     written = []
     with style.context():
+        if style.exact_width:
+            width, height = figure.get_size_inches()
+            figure.set_size_inches(style.width, height * style.width / width)
+            fit_height(figure)
         for extension in formats:
             path = stem.with_suffix(f".{extension}")
             dpi = style.png_dpi if extension == "png" else "figure"

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html.parser
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -13,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from browser import CHROMIUM, Browser
 from typer.testing import CliRunner
 
 from cl_analyze.cli import app, main
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.report import ReportOptions, build_report
-from cl_analyze.report.document import markdown_escape
+from cl_analyze.report.document import SCRUBBER_SCRIPT, markdown_cell, markdown_escape
 from cl_analyze.store import RunWriter
 
 CLASSES = 3
@@ -100,23 +104,34 @@ def two_run_report(
 
 
 class _References(html.parser.HTMLParser):
-    """Collects every src/href of a page, and any <script> element."""
+    """Collects every src/href of a page (the scrubber's frames too), and every <script>'s text."""
 
     def __init__(self) -> None:
         super().__init__()
         self.references: list[str] = []
-        self.scripts = 0
+        self.scripts: list[str] = []
         self.text: list[str] = []
+        self._in_script = False
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         if tag == "script":
-            self.scripts += 1
+            self.scripts.append("")
+            self._in_script = True
         for name, value in attrs:
             if name in ("src", "href") and value:
                 self.references.append(value)
+            if name == "data-frames" and value:
+                self.references += [path for path, _ in json.loads(value)]
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
 
     def handle_data(self, data: str) -> None:
-        self.text.append(data)
+        if self._in_script:
+            self.scripts[-1] += data
+        else:
+            self.text.append(data)
 
 
 def parse_page(path: Path) -> _References:
@@ -158,7 +173,10 @@ def test_metrics_csv_holds_every_run_with_a_run_column(two_run_report: Path) -> 
 
 def test_page_parses_and_every_reference_exists(two_run_report: Path) -> None:
     page = parse_page(two_run_report / "index.html")
-    assert page.scripts == 0
+    # The one script is the scrubber's constant, allowed by its hash in the page's policy.
+    assert page.scripts == [SCRUBBER_SCRIPT]
+    digest = base64.b64encode(hashlib.sha256(SCRUBBER_SCRIPT.encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}';" in (two_run_report / "index.html").read_text()
     assert page.references, "the page shows figures"
     for reference in page.references:
         parsed = urllib.parse.urlparse(reference)
@@ -183,8 +201,8 @@ def test_script_in_a_run_name_is_escaped(tmp_path: Path) -> None:
     out = tmp_path / "reports" / "evil"
     index = build_report([run], ReportOptions(out=out, max_points=20))
     page = index.read_text()
-    assert "<script>" not in page and page.count("&lt;script&gt;") >= 1
-    assert parse_page(index).scripts == 0
+    assert "<script>alert" not in page and page.count("&lt;script&gt;") >= 1
+    assert parse_page(index).scripts == [SCRUBBER_SCRIPT]
     markdown = (out / "report.md").read_text()
     assert "<script>" not in markdown and "&lt;script&gt;" in markdown
 
@@ -202,6 +220,64 @@ def test_markdown_escape_neutralises_syntax() -> None:
     assert markdown_escape("# 1. x_y") == r"\# 1. x\_y"
     assert markdown_escape("12. item") == r"12\. item"
     assert markdown_escape("- item") == r"\- item"
+
+
+def test_markdown_table_cells_read_as_plain_text(two_run_report: Path) -> None:
+    # Only a pipe, a backslash and inline markup are escaped inside a cell.
+    assert markdown_cell("10.00%") == "10.00%"
+    assert markdown_cell("-0.00") == "-0.00"
+    assert markdown_cell("a|b *c* x_y") == r"a\|b \*c\* x\_y"
+    summary = json.loads((two_run_report / "summary.json").read_text())
+    peak = f"{100 * summary['runs'][0]['peak_accuracy']:.2f}%"
+    rows = [line for line in (two_run_report / "report.md").read_text().splitlines()]
+    center_row = next(line for line in rows if line.startswith("| center | mnist-5k |"))
+    assert f" {peak} " in center_row and "\\." not in center_row
+
+
+def test_tables_tex_holds_the_summary_in_booktabs(two_run_report: Path) -> None:
+    tex = (two_run_report / "tables.tex").read_text()
+    assert tex.count("\\begin{table}") == tex.count("\\end{table}") == 3  # summary + 2 metrics
+    first = tex[: tex.index("\\end{table}")]
+    body = first[first.index("\\midrule") + len("\\midrule") : first.index("\\bottomrule")]
+    rows = [line.removesuffix("\\\\").strip().split(" & ") for line in body.strip().splitlines()]
+    summary = json.loads((two_run_report / "summary.json").read_text())
+    assert [row[0] for row in rows] == [run["name"] for run in summary["runs"]]
+    for row, run in zip(rows, summary["runs"], strict=True):
+        assert row[3] == str(run["peak_epoch"])
+        assert row[4] == f"{100 * run['peak_accuracy']:.2f}\\%"  # % escaped for LaTeX
+        assert row[8].startswith("p $<$ ") or row[8] == ""  # no bare < (OT1 prints it as ¡)
+    assert "\\toprule" in first and "\\label{tab:cl-summary}" in first
+
+
+@pytest.mark.slow  # every figure at 300 dpi; fast: test_pdf_page_is_exactly_the_width_asked_for
+def test_report_figures_at_a_paper_width_are_pdf_and_png(
+    planted_runs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    out = tmp_path / "paper"
+    result = CliRunner().invoke(
+        app,
+        [
+            "report",
+            str(planted_runs[0]),
+            "--out",
+            str(out),
+            "--figure-width",
+            "3.25",
+            "--font",
+            "serif",
+            "--no-animation",
+            "--max-points",
+            "20",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("accuracy", "metrics", "centers_0", "distances_0", "scatter_0"):
+        pdf = (out / "figures" / f"{name}.pdf").read_bytes()
+        match = re.search(rb"/MediaBox\s*\[\s*0 0 ([\d.]+) ", pdf)
+        assert match and float(match[1]) == pytest.approx(3.25 * 72, abs=0.5), name
+        assert (out / "figures" / f"{name}.png").is_file()
+    bad = CliRunner().invoke(app, ["report", str(planted_runs[0]), "--figure-width", "huge"])
+    assert isinstance(bad.exception, CLAnalyzeError) and "--figure-width" in str(bad.exception)
 
 
 def test_mixed_datasets_are_refused_unless_allowed(tmp_path: Path) -> None:
@@ -328,3 +404,87 @@ def test_headless_screenshot_is_not_blank(two_run_report: Path, tmp_path: Path) 
     pixels = np.asarray(Image.open(shot).convert("L"), dtype=np.float64)
     # Text and figures make many distinct grey levels; a blank page has one or two.
     assert pixels.std() > 10 and len(np.unique(pixels)) > 20
+
+
+@pytest.mark.skipif(
+    CHROMIUM is None, reason="chromium is not installed (Debian: apt-get install chromium)"
+)
+def test_page_in_chromium_fits_1280_and_420_px_and_the_scrubber_steps(
+    two_run_report: Path, tmp_path: Path
+) -> None:
+    browser = Browser(tmp_path / "profile")
+    try:
+        for width in (1280, 420):
+            browser.open((two_run_report / "index.html").resolve().as_uri(), width)
+            # Not blank: the text is there and every image decoded.
+            assert browser.evaluate("document.body.innerText.length") > 500
+            assert (
+                browser.evaluate(
+                    "[...document.images].every(i => i.naturalWidth > 0) && document.images.length"
+                )
+                >= 5
+            )
+            # No sideways scrolling of the page: wide tables and figures scroll in their boxes.
+            page_width = browser.evaluate("document.documentElement.scrollWidth")
+            assert page_width <= browser.evaluate("window.innerWidth"), (width, page_width)
+            # Figures stay readable: no figure image drawn narrower than 300 CSS pixels.
+            assert (
+                browser.evaluate(
+                    "Math.min(...[...document.querySelectorAll('figure img')].map(i => i.width))"
+                )
+                >= 300
+            )
+        # The scrubber: the slider and the arrow keys change the frame shown and its words.
+        frames = json.loads(
+            browser.evaluate("document.querySelector('figure.scrubber').dataset.frames")
+        )
+        shown = "document.querySelector('figure.scrubber img').getAttribute('src')"
+        words = "document.querySelector('figure.scrubber output').textContent"
+        assert browser.evaluate(shown) == frames[-1][0]
+        browser.evaluate(
+            "const s = document.querySelector('figure.scrubber input');"
+            " s.value = 0; s.dispatchEvent(new Event('input'))"
+        )
+        assert browser.evaluate(shown) == frames[0][0]
+        assert browser.evaluate(words).startswith("epoch 0 · center: test")
+        browser.evaluate(
+            "document.querySelector('figure.scrubber').dispatchEvent("
+            "new KeyboardEvent('keydown', {key: 'ArrowRight', bubbles: true}))"
+        )
+        assert browser.evaluate(shown) == frames[1][0]
+        browser.wait_for("document.querySelector('figure.scrubber img').naturalWidth > 0")
+        # The content-security policy let the scrubber's script run and nothing else.
+        assert browser.evaluate("document.scripts.length") == 1
+    finally:
+        browser.close()
+
+
+def test_accuracy_figure_has_integer_epochs_and_every_peak_label(tmp_path: Path) -> None:
+    from cl_analyze.report.figures import peak_decline_figure
+    from cl_analyze.report.runs import read_run
+
+    # Two identical short runs: their peaks coincide, and 4 epochs once gave 0.5-epoch ticks.
+    runs = [
+        read_run(write_planted_run(tmp_path / name, epochs=3), name, last_k=2, threshold=0.97)
+        for name in ("a", "b")
+    ]
+    figure = peak_decline_figure(runs, np.array([[0, 0, 1.0], [1.0, 0, 0]]), 8.0, 0.97)
+    figure.canvas.draw()  # type: ignore[call-arg]
+    for axes in figure.axes:
+        ticks = [t for t in axes.get_xticks() if axes.get_xlim()[0] <= t <= axes.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() for t in ticks), ticks
+    labels = [text for text in figure.axes[1].texts if "@" in text.get_text()]
+    assert len(labels) == 2
+    first, second = (label.get_window_extent() for label in labels)
+    assert not first.overlaps(second)  # stacked, both readable
+
+
+def test_heatmaps_show_at_one_size_with_or_without_centers(two_run_report: Path) -> None:
+    page = (two_run_report / "index.html").read_text()
+    widths = {
+        name: re.search(rf'src="figures/{name}.png" width="(\d+)"', page)
+        for name in ("distances_0", "distances_1", "centers_0")
+    }
+    assert all(widths.values()), widths
+    # center has centers beside its heatmap, softmax has none: the heatmaps match anyway.
+    assert widths["distances_0"][1] == widths["distances_1"][1]  # type: ignore[index]

@@ -284,13 +284,16 @@ def test_loss_and_metric_figures_have_their_panels(tmp_path: Path) -> None:
     metrics = pd.DataFrame(rows, columns=["epoch", "split", "metric", "class", "value"])
     figure = metric_figure([load_plot_run(tmp_path / "r", metrics=metrics)])
     assert figure is not None
-    titles = [axes.get_title() for axes in figure.axes]
+    # A column-wide figure breaks long titles onto two lines; each panel names its unit.
+    titles = [axes.get_title().replace("\n", " ") for axes in figure.axes]
     assert titles == [
         "intra-class distance",
         "inter-class distance (mean, min)",
         "silhouette",
         "Fisher ratio",
     ]
+    units = [axes.get_ylabel() for axes in figure.axes]
+    assert units == ["distance", "distance", "silhouette (-1..1)", "ratio"]
     intra_test = figure.axes[0].lines[0]
     np.testing.assert_allclose(xy(intra_test)[:, 1], [10.0, 11.0, 12.0])
 
