@@ -167,15 +167,11 @@ def decline_figures(build: ReportBuild, explained: list[DeclineDynamics]) -> Non
         flip_scatter_figure,
         margin_histogram_figure,
     )
-    from cl_analyze.viz.style import figure_style, save_figure
-
-    style = figure_style(build.options.style)
+    # The report's style and saving: its figure width and font, a PDF beside each PNG.
+    style = build.figure_style()
 
     def save(figure: Figure, name: str) -> str:
-        path, relative = build.figure_path(name)
-        save_figure(figure, path.with_suffix(""), style, formats=("png",))
-        figure.clf()
-        return relative
+        return build.save_figure(figure, name.removesuffix(".png"))
 
     build.blocks.append(
         Image(

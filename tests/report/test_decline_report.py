@@ -118,8 +118,10 @@ def test_summary_json_holds_the_sections_numbers(report: Path) -> None:
 
 def test_the_section_has_its_figures(report: Path) -> None:
     figures = report / "figures"
-    for name in ("class_accuracy.png", "margins_0.png", "flips_0.png"):
-        assert (figures / name).stat().st_size > 1000, name
+    for name in ("class_accuracy", "margins_0", "flips_0"):
+        assert (figures / f"{name}.png").stat().st_size > 1000, name
+        # Like every report figure, a vector PDF beside the PNG (issue 14).
+        assert (figures / f"{name}.pdf").read_bytes().startswith(b"%PDF"), name
     text = (report / "report.md").read_text()
     assert "figures/flips_0.png" in text and "figures/class_accuracy.png" in text
 
