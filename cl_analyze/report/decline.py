@@ -167,6 +167,7 @@ def decline_figures(build: ReportBuild, explained: list[DeclineDynamics]) -> Non
         flip_scatter_figure,
         margin_histogram_figure,
     )
+
     # The report's style and saving: its figure width and font, a PDF beside each PNG.
     style = build.figure_style()
 

@@ -230,14 +230,19 @@ _MARKDOWN_LINE_START = re.compile(r"^(\s*\d*)([#+\-=>]|(?<=\d)[.)])")
 _MARKDOWN_CELL = re.compile(r"([\\`*_|])")
 
 
+def _neutralise_html(text: str) -> str:
+    """No tag can start without a '<' (and no entity without '&'): '->' stays readable."""
+    return text.replace("&", "&amp;").replace("<", "&lt;")
+
+
 def markdown_cell(text: str) -> str:
     """Literal text in a Markdown table cell, readable as plain text."""
-    return _MARKDOWN_CELL.sub(r"\\\1", html.escape(text, quote=False)).replace("\n", " ")
+    return _MARKDOWN_CELL.sub(r"\\\1", _neutralise_html(text)).replace("\n", " ")
 
 
 def markdown_escape(text: str) -> str:
     """Literal text in Markdown: HTML is neutralised, emphasis/link/table syntax backslashed."""
-    escaped = _MARKDOWN_INLINE.sub(r"\\\1", html.escape(text, quote=False)).replace("\n", " ")
+    escaped = _MARKDOWN_INLINE.sub(r"\\\1", _neutralise_html(text)).replace("\n", " ")
     return _MARKDOWN_LINE_START.sub(r"\1\\\2", escaped, count=1)
 
 
