@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from cl_analyze import __version__, cli
+from cl_analyze import __version__, cli, cli_figures
 from cl_analyze.config import (
     CENTER_UPDATES,
     DATASETS,
@@ -161,7 +161,7 @@ def test_completion_offers_commands_choices_and_options() -> None:
     assert complete("cl-analyze train --loss ") == list(LOSSES)
     assert complete("cl-analyze train --dataset mn") == [d for d in DATASETS if d.startswith("mn")]
     assert "--center-update" in complete("cl-analyze sweep --cen")
-    assert complete("cl-analyze plot a --style ") == list(cli.PLOT_STYLES)
+    assert complete("cl-analyze plot a --style ") == list(cli_figures.PLOT_STYLES)
 
 
 def test_completion_can_be_installed() -> None:
@@ -215,5 +215,5 @@ def test_plot_choices_match_viz() -> None:
     from cl_analyze.viz.plot import SPLIT_CHOICES
     from cl_analyze.viz.style import STYLES
 
-    assert SPLIT_CHOICES == cli.PLOT_SPLITS
-    assert tuple(STYLES) == cli.PLOT_STYLES
+    assert SPLIT_CHOICES == cli_figures.PLOT_SPLITS
+    assert tuple(STYLES) == cli_figures.PLOT_STYLES

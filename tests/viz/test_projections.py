@@ -111,7 +111,8 @@ def test_aligned_umap_keeps_identical_epochs_together() -> None:
 def test_projection_is_a_choice_of_plot_and_report() -> None:
     from typer.testing import CliRunner
 
-    from cl_analyze.cli import PROJECTIONS, app
+    from cl_analyze.cli import app
+    from cl_analyze.cli_figures import PROJECTIONS
     from cl_analyze.viz.projections import PROJECTIONS as KNOWN
 
     assert PROJECTIONS == KNOWN
