@@ -134,22 +134,30 @@ def train(
     else:
         stored = config_file_options(config_file) if config_file is not None else {}
         config = TrainConfig(**{**stored, **given})
+        # A first run creates the artifacts folder too: a failed one leaves neither behind.
+        root_existed = artifacts_root().exists()
         run_dir = out if out is not None else next_run_dir(artifacts_root())
     reporter = Reporter(quiet=quiet)
+
+    def unclaim() -> None:
+        """Remove the runN folder claimed above (still empty), and its root if this made it."""
+        if out is None and resume is None:
+            _remove_if_empty(run_dir)
+            if not root_existed:
+                _remove_if_empty(run_dir.parent)
+
     try:
         store = fit(
             config, run_dir, resume=resume is not None, overwrite=overwrite, reporter=reporter
         )
     except CLAnalyzeError:
-        if out is None and resume is None:  # the runN folder claimed above, still empty
-            _remove_if_empty(run_dir)
+        unclaim()
         raise
     except TrainingStopped as stopped:
         err_console.print(stopped.message(), highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     except KeyboardInterrupt:
-        if out is None and resume is None:
-            _remove_if_empty(run_dir)
+        unclaim()
         err_console.print("interrupted before training started: nothing was written")
         raise typer.Exit(130) from None
     reporter.log(f"done: {store}")

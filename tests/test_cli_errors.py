@@ -115,6 +115,7 @@ def test_bad_input_is_one_line_exit_2_and_creates_nothing(
     assert message in err, err
     assert files_under(tmp_path) == before  # no file written
     assert not list(tmp_path.glob("artifacts/run*"))  # no run folder claimed
+    assert not (tmp_path / "artifacts").exists()  # nor the folder of runs created
     assert sorted(p.name for p in center_run.iterdir()) == run_before
     assert (center_run / "last.pt").stat().st_mtime_ns == checkpoint
 
