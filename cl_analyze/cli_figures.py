@@ -29,6 +29,24 @@ else:
     Font = Literal[FONTS]
 
 
+# The options plot and report share, defined once.
+ProjectionOption = Annotated[
+    Projection, typer.Option(parser=choice_parser(PROJECTIONS), help=PROJECTION_HELP)
+]
+RegionsOption = Annotated[
+    bool, typer.Option("--regions", help="shade the classifier's decision regions (2-D)")
+]
+FontOption = Annotated[Font, typer.Option(parser=choice_parser(FONTS), help="figure font")]
+UsetexOption = Annotated[
+    bool, typer.Option("--usetex", help="typeset figure text with LaTeX (needs it installed)")
+]
+StripOption = Annotated[
+    bool,
+    typer.Option("--strip/--no-strip", help="accuracy strip with a cursor under the animation"),
+]
+QuietOption = Annotated[bool, typer.Option("--quiet", help="plain log lines, no progress bar")]
+
+
 # --- plot (cl-analyze plot) ---
 
 
@@ -55,10 +73,7 @@ def plot(
             show_default="PCA when D > 2", help="two raw feature dimensions to draw, e.g. 0,1"
         ),
     ] = None,
-    projection: Annotated[
-        Projection,
-        typer.Option(parser=choice_parser(PROJECTIONS), help=PROJECTION_HELP),
-    ] = "pca",
+    projection: ProjectionOption = "pca",
     style: Annotated[
         Style,
         typer.Option(
@@ -80,14 +95,9 @@ def plot(
             help="exact figure width: column (3.4 in), page (7 in) or inches",
         ),
     ] = None,
-    font: Annotated[Font, typer.Option(parser=choice_parser(FONTS), help="figure font")] = "sans",
-    usetex: Annotated[
-        bool, typer.Option("--usetex", help="typeset figure text with LaTeX (needs it installed)")
-    ] = False,
-    strip: Annotated[
-        bool,
-        typer.Option("--strip/--no-strip", help="accuracy strip with a cursor under the animation"),
-    ] = True,
+    font: FontOption = "sans",
+    usetex: UsetexOption = False,
+    strip: StripOption = True,
     strip_metric: Annotated[
         str | None, typer.Option(help="a second strip curve on its own axis, e.g. silhouette")
     ] = None,
@@ -97,12 +107,8 @@ def plot(
     allow_mixed: Annotated[
         bool, typer.Option("--allow-mixed", help="allow runs on different datasets")
     ] = False,
-    regions: Annotated[
-        bool, typer.Option("--regions", help="shade the classifier's decision regions (2-D)")
-    ] = False,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", help="plain log lines, no progress bar")
-    ] = False,
+    regions: RegionsOption = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Scatter, curve, center and heatmap figures (PNG + PDF) and a side-by-side animation."""
     from cl_analyze.progress import Reporter
@@ -162,13 +168,8 @@ def report(
         bool, typer.Option("--figures/--no-figures", help="draw figures (off: text and data)")
     ] = True,
     max_points: Annotated[int, typer.Option(help="points per scatter panel")] = 2000,
-    projection: Annotated[
-        Projection,
-        typer.Option(parser=choice_parser(PROJECTIONS), help=PROJECTION_HELP),
-    ] = "pca",
-    regions: Annotated[
-        bool, typer.Option("--regions", help="shade the classifier's decision regions (2-D)")
-    ] = False,
+    projection: ProjectionOption = "pca",
+    regions: RegionsOption = False,
     figure_width: Annotated[
         str | None,
         typer.Option(
@@ -176,17 +177,10 @@ def report(
             help="paper figures at an exact width: column (3.4 in), page (7 in) or inches",
         ),
     ] = None,
-    font: Annotated[Font, typer.Option(parser=choice_parser(FONTS), help="figure font")] = "sans",
-    usetex: Annotated[
-        bool, typer.Option("--usetex", help="typeset figure text with LaTeX (needs it installed)")
-    ] = False,
-    strip: Annotated[
-        bool,
-        typer.Option("--strip/--no-strip", help="accuracy strip with a cursor under the animation"),
-    ] = True,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", help="plain log lines, no progress bar")
-    ] = False,
+    font: FontOption = "sans",
+    usetex: UsetexOption = False,
+    strip: StripOption = True,
+    quiet: QuietOption = False,
 ) -> None:
     """Write a report (index.html, report.md, summary.json, metrics.csv) on one or more runs.
 
