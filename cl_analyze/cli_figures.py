@@ -14,7 +14,8 @@ from cl_analyze.cli_help import choice_parser
 PLOT_SPLITS = ("train", "test", "both")
 PLOT_STYLES = ("paper", "slides")
 PROJECTIONS = ("pca", "umap", "tsne")  # viz.projections.PROJECTIONS
-PROJECTION_HELP = "2-D map of features with D > 2 (umap, tsne: pip install 'cl-analyze[umap]')"
+# "\\[": Rich reads a bare [umap] as markup and drops it from --help.
+PROJECTION_HELP = "2-D map of features with D > 2 (umap, tsne: pip install 'cl-analyze\\[umap]')"
 FONTS = ("sans", "serif")
 
 if TYPE_CHECKING:  # see cli_options: Typer lists and completes a Literal's values

@@ -217,3 +217,9 @@ def test_plot_choices_match_viz() -> None:
 
     assert SPLIT_CHOICES == cli_figures.PLOT_SPLITS
     assert tuple(STYLES) == cli_figures.PLOT_STYLES
+
+
+@pytest.mark.parametrize("command", ["plot", "report"])
+def test_help_names_the_extra_to_install(command: str) -> None:
+    # Rich would read a bare "[umap]" as markup and print "cl-analyze" alone.
+    assert "pip install 'cl-analyze[umap]'" in " ".join(help_text(command).split())
