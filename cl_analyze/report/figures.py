@@ -53,8 +53,9 @@ def peak_decline_figure(
 ) -> Figure:
     """Test accuracy curves with each run's peak starred and its decline window shaded."""
     from matplotlib.figure import Figure
-    from matplotlib.ticker import MaxNLocator
     from matplotlib.transforms import blended_transform_factory
+
+    from cl_analyze.viz.curves import label_accuracy_panels
 
     figure = Figure(figsize=(width, width * 0.42), layout="constrained")
     full, zoom = figure.subplots(1, 2)
@@ -129,16 +130,7 @@ def peak_decline_figure(
             fontsize="small",
         )
     full.axhline(100 * threshold, color="grey", linestyle=":", linewidth=1)
-    full.set_ylim(0, 100)
-    full.set_title("test accuracy")
-    zoom.set_title("near the peak")
-    for axes in (full, zoom):
-        axes.set_xlabel("epoch")
-        axes.set_ylabel("accuracy (%)")
-        axes.grid(alpha=0.3)
-        # min_n_ticks=1: on a short zoom, one integer tick rather than 0.5-epoch steps.
-        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
-        axes.title.set_y(1.02)  # clear of the frame and of a 100% curve
+    label_accuracy_panels(full, zoom, "test accuracy")
     figure.legend(
         *full.get_legend_handles_labels(), loc="outside lower center", ncol=min(len(runs), 3)
     )

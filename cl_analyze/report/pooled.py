@@ -150,6 +150,8 @@ def pooled_section(build: ReportBuild) -> None:
 def pooled_accuracy_figure(groups: Sequence[SeedGroup], colors: np.ndarray, width: float) -> Figure:
     from matplotlib.figure import Figure
 
+    from cl_analyze.viz.curves import label_accuracy_panels
+
     figure = Figure(figsize=(width, width * 0.42), layout="constrained")
     full, zoom = figure.subplots(1, 2)
     start = math.inf
@@ -184,13 +186,7 @@ def pooled_accuracy_figure(groups: Sequence[SeedGroup], colors: np.ndarray, widt
     span = max(100 * (top - bottom), 0.2)
     zoom.set_ylim(100 * bottom - 0.1 * span, min(100 * top + 0.1 * span, 100.0))
     zoom.set_xlim(start - 0.5, max(float(group.epochs[-1]) for group in groups) + 0.5)
-    full.set_ylim(0, 100)
-    full.set_title("mean test accuracy over seeds")
-    zoom.set_title("near the peak")
-    for axes in (full, zoom):
-        axes.set_xlabel("epoch")
-        axes.set_ylabel("accuracy (%)")
-        axes.grid(alpha=0.3)
+    label_accuracy_panels(full, zoom, "mean test accuracy over seeds")
     figure.legend(
         *full.get_legend_handles_labels(), loc="outside lower center", ncol=min(len(groups), 3)
     )

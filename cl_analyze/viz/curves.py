@@ -21,7 +21,7 @@ from cl_analyze.viz.style import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from matplotlib.axes import Axes
 
 
 # Metric panels of ``metric_figure``: (metric names drawn in the panel, panel title).
@@ -73,6 +73,21 @@ def _curves_figure(style: FigureStyle, panels: int, height_ratio: float) -> tupl
     for extra in axes[panels:]:
         extra.remove()
     return figure, axes[:panels]
+
+
+def label_accuracy_panels(full: Axes, zoom: Axes, title: str) -> None:
+    """The report's two accuracy panels, in percent: the whole run (0-100%) and a zoom on the
+    peak; whole-epoch ticks, titles clear of the frame."""
+    full.set_ylim(0, 100)
+    full.set_title(title)
+    zoom.set_title("near the peak")
+    for axes in (full, zoom):
+        axes.set_xlabel("epoch")
+        axes.set_ylabel("accuracy (%)")
+        axes.grid(alpha=0.3)
+        # min_n_ticks=1: on a short zoom, one integer tick rather than 0.5-epoch steps.
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))
+        axes.title.set_y(1.02)  # clear of the frame and of a 100% curve
 
 
 def accuracy_figure(runs: Sequence[PlotRun], style: FigureStyle | str = "paper") -> Figure:
