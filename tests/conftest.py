@@ -28,6 +28,7 @@ matplotlib.use("Agg")
 
 from cl_analyze.config import TrainConfig
 from cl_analyze.data import find_idx_folder
+from cl_analyze.store import RunWriter
 from cl_analyze.training.fit import fit
 
 # 64 training images at batch 32 (two steps an epoch), 32 test images: every code path of a
@@ -51,6 +52,38 @@ TINY = dict(
 def tiny_config(**changes: object) -> TrainConfig:
     """A config that trains in a few seconds on CPU; ``changes`` override any field."""
     return TrainConfig(**{**TINY, **changes})  # type: ignore[arg-type]
+
+
+TOY_LABELS = np.array([0, 1, 1])
+
+
+def toy_writer(path: Path) -> RunWriter:
+    """A new store of a toy run: classes a and b, a 3-sample test split, 2-D features."""
+    return RunWriter.create(
+        path,
+        dataset="toy",
+        class_names=["a", "b"],
+        feat_dim=2,
+        splits={"test": (TOY_LABELS, np.arange(3))},
+        history_names=["test_accuracy"],
+        with_centers=False,
+    )
+
+
+def append_toy_epochs(writer: RunWriter, epochs: int) -> None:
+    """Epochs 0..epochs-1: every feature equals its epoch number, the labels predicted."""
+    for epoch in range(epochs):
+        writer.append_epoch(
+            epoch,
+            scalars={"test_accuracy": 0.5},
+            features={"test": np.full((3, 2), epoch, dtype=np.float32)},
+            predictions={"test": TOY_LABELS},
+        )
+
+
+def write_toy_store(path: Path, epochs: int = 2) -> None:
+    with toy_writer(path) as writer:
+        append_toy_epochs(writer, epochs)
 
 
 REPO_DATA = Path(__file__).resolve().parent.parent / "data"

@@ -11,6 +11,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from conftest import write_toy_store
 
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.store import RunStore, RunWriter, run_lock, writer_alive
@@ -186,23 +187,7 @@ def test_schema_version_is_checked_against_what_the_reader_supports(
 
 
 def test_rows_beyond_the_complete_ones_and_missing_splits_are_one_line(tmp_path: Path) -> None:
-    labels = np.array([0, 1, 1])
-    with RunWriter.create(
-        tmp_path / "run.h5",
-        dataset="toy",
-        class_names=["a", "b"],
-        feat_dim=2,
-        splits={"test": (labels, np.arange(3))},
-        history_names=["test_accuracy"],
-        with_centers=False,
-    ) as writer:
-        for epoch in range(3):
-            writer.append_epoch(
-                epoch,
-                scalars={"test_accuracy": 0.5},
-                features={"test": np.full((3, 2), epoch, dtype=np.float32)},
-                predictions={"test": labels},
-            )
+    write_toy_store(tmp_path / "run.h5", epochs=3)
     with RunStore(tmp_path) as store:
         assert store.features("test", -1)[0].tolist() == [2, 2]  # counted from the end
         for row in (3, -4):

@@ -23,7 +23,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import KILLED, die, run_forked, tiny_config
+from conftest import (
+    KILLED,
+    append_toy_epochs,
+    die,
+    run_forked,
+    tiny_config,
+    toy_writer,
+    write_toy_store,
+)
 
 from cl_analyze import cli
 from cl_analyze.config import TrainConfig
@@ -54,48 +62,13 @@ def assert_one_line(err: str, *fragments: str, after_progress: bool = False) -> 
         assert fragment in line, err
 
 
-def write_store(path: Path, epochs: int = 2) -> None:
-    labels = np.array([0, 1, 1])
-    with RunWriter.create(
-        path,
-        dataset="toy",
-        class_names=["a", "b"],
-        feat_dim=2,
-        splits={"test": (labels, np.arange(3))},
-        history_names=["test_accuracy"],
-        with_centers=False,
-    ) as writer:
-        for epoch in range(epochs):
-            writer.append_epoch(
-                epoch,
-                scalars={"test_accuracy": 0.5},
-                features={"test": np.full((3, 2), epoch, dtype=np.float32)},
-                predictions={"test": labels},
-            )
-
-
 def killed_writer_store(path: Path, epochs: int = 3) -> None:
     """A store whose writer was killed (kill -9) after ``epochs`` complete epochs: no close,
     so HDF5's SWMR-writer flag stays set in the file."""
 
     def write_then_die() -> None:
-        labels = np.array([0, 1, 1])
-        writer = RunWriter.create(
-            path,
-            dataset="toy",
-            class_names=["a", "b"],
-            feat_dim=2,
-            splits={"test": (labels, np.arange(3))},
-            history_names=["test_accuracy"],
-            with_centers=False,
-        )
-        for epoch in range(epochs):
-            writer.append_epoch(
-                epoch,
-                scalars={"test_accuracy": 0.5},
-                features={"test": np.full((3, 2), epoch, dtype=np.float32)},
-                predictions={"test": labels},
-            )
+        writer = toy_writer(path)  # held: a collected writer would close the file
+        append_toy_epochs(writer, epochs)
         die()
 
     assert run_forked(write_then_die) == KILLED
@@ -152,7 +125,7 @@ def test_overwrite_of_a_real_run_replaces_only_its_files(center_run: Path, tmp_p
 def test_a_truncated_store_fails_fast(tmp_path: Path, writer: str, keep: float) -> None:
     path = tmp_path / "run.h5"
     if writer == "closed":
-        write_store(path, epochs=40)
+        write_toy_store(path, epochs=40)
     else:
         killed_writer_store(path, epochs=40)
     os.truncate(path, int(path.stat().st_size * keep))
@@ -402,7 +375,7 @@ def test_a_damaged_schema_is_a_one_line_error(
     damage,
     message: str,
 ) -> None:
-    write_store(tmp_path / "run" / "run.h5")
+    write_toy_store(tmp_path / "run" / "run.h5")
     with h5py.File(tmp_path / "run" / "run.h5", "r+") as handle:
         damage(handle)
     with pytest.raises(CLAnalyzeError, match=message):
