@@ -54,6 +54,18 @@ def tiny_config(**changes: object) -> TrainConfig:
     return TrainConfig(**{**TINY, **changes})  # type: ignore[arg-type]
 
 
+def run_main(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int | str | None, str]:
+    """The console entry point in-process: (exit code, stderr)."""
+    from cl_analyze import cli
+
+    monkeypatch.setattr(sys, "argv", ["cl-analyze", *args])
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    return info.value.code, capsys.readouterr().err
+
+
 TOY_LABELS = np.array([0, 1, 1])
 
 

@@ -9,17 +9,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_main
 
-from cl_analyze import cli
 from cl_analyze.store import RunStore
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str):
-    """Run the console entry point in-process; returns (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["cl-analyze", *args])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    return info.value.code, capsys.readouterr().err
 
 
 @pytest.mark.slow  # 512 images x 2 epochs; fast: tests/training/test_train_command.py

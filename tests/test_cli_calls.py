@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from conftest import run_main
 from typer.testing import CliRunner
 
 from cl_analyze import cli, cli_train
@@ -177,15 +177,6 @@ def test_command_line_of_a_config_trains_it_again(fit: Recorder) -> None:
     invoke(words[1:])
     config, _, _ = fit_arguments(fit)
     assert config == wanted
-
-
-def run_main(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[int | str | None, str]:
-    monkeypatch.setattr(sys, "argv", ["cl-analyze", *args])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    return info.value.code, capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

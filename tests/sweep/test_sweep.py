@@ -18,10 +18,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import offline_data, tiny_config
+from conftest import offline_data, run_main, tiny_config
 from typer.testing import CliRunner
 
-from cl_analyze import cli
 from cl_analyze.cli import app
 from cl_analyze.errors import CLAnalyzeError
 from cl_analyze.store import RunStore, run_lock
@@ -83,16 +82,6 @@ def rows_of(run_dir: Path) -> int:
             return store.rows
     except (CLAnalyzeError, OSError):
         return 0  # being created right now
-
-
-def run_main(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[object, str]:
-    """The console entry point in-process: (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["cl-analyze", *args])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    return info.value.code, capsys.readouterr().err
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from conftest import (
     append_toy_epochs,
     die,
     run_forked,
+    run_main,
     tiny_config,
     toy_writer,
     write_toy_store,
@@ -43,14 +44,6 @@ CLI = [sys.executable, "-m", "cl_analyze"]
 # The smallest run that still trains: seconds on any CPU.
 SMALL = ["--dataset", "mnist-5k", "--limit-train", "64", "--limit-test", "32", "--lr", "0.01"]
 SMALL += ["--device", "cpu", "--quiet", "--deterministic"]
-
-
-def run_main(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str):
-    """The console entry point in-process: (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["cl-analyze", *args])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    return info.value.code, capsys.readouterr().err
 
 
 def assert_one_line(err: str, *fragments: str, after_progress: bool = False) -> None:

@@ -7,30 +7,19 @@ import json
 import os
 import shutil
 import signal
-import sys
 import threading
 import time
 from pathlib import Path
 
 import pytest
 import torch
+from conftest import run_main
 
-from cl_analyze import cli
 from cl_analyze.store import RunStore
 from cl_analyze.training.checkpoints import load_checkpoint
 
 SMALL = ["--dataset", "mnist-5k", "--limit-train", "48", "--limit-test", "32", "--lr", "0.01"]
 SMALL += ["--device", "cpu", "--quiet", "--deterministic"]
-
-
-def run_main(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], *args: str
-) -> tuple[object, str]:
-    """The console entry point in-process: (exit code, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["cl-analyze", *args])
-    with pytest.raises(SystemExit) as info:
-        cli.main()
-    return info.value.code, capsys.readouterr().err
 
 
 def test_train_writes_a_complete_run(
