@@ -119,13 +119,7 @@ class RunWriter:
             if evaluated_splits is None or name in evaluated_splits:
                 create_epoch_datasets(group, n, feat_dim)
         if with_centers:
-            handle.create_dataset(
-                "centers",
-                shape=(0, num_classes, feat_dim),
-                maxshape=(None, num_classes, feat_dim),
-                chunks=(1, num_classes, feat_dim),
-                dtype="f4",
-            )
+            create_per_epoch(handle, "centers", (num_classes, feat_dim), "f4")
         history = handle.create_group("history")
         for name in history_names:
             history.create_dataset(name, shape=(0,), maxshape=(None,), dtype="f8", chunks=(1024,))
@@ -211,18 +205,20 @@ class RunWriter:
             self.close()
 
 
+def create_per_epoch(
+    group: h5py.Group, name: str, row: tuple[int, ...], dtype: str, *, rows: int = 0
+) -> None:
+    """A dataset of ``rows`` epochs of shape ``row``, extendible along the epoch axis, one chunk
+    per epoch (an epoch is written, and read, whole)."""
+    group.create_dataset(
+        name, shape=(rows, *row), maxshape=(None, *row), chunks=(1, *row), dtype=dtype
+    )
+
+
 def create_epoch_datasets(group: h5py.Group, n: int, feat_dim: int, rows: int = 0) -> None:
     """A split's per-epoch ``features`` and ``predictions``, extendible along the epoch axis."""
-    group.create_dataset(
-        "features",
-        shape=(rows, n, feat_dim),
-        maxshape=(None, n, feat_dim),
-        chunks=(1, n, feat_dim),
-        dtype="f4",
-    )
-    group.create_dataset(
-        "predictions", shape=(rows, n), maxshape=(None, n), chunks=(1, n), dtype="i4"
-    )
+    create_per_epoch(group, "features", (n, feat_dim), "f4", rows=rows)
+    create_per_epoch(group, "predictions", (n,), "i4", rows=rows)
     label_dimensions(group.file)
 
 
@@ -230,17 +226,5 @@ def create_classifier_datasets(handle: h5py.File, num_classes: int, feat_dim: in
     """``/classifier/weight`` (E, C, D) and ``/classifier/bias`` (E, C): the last layer per epoch,
     extendible along the epoch axis like the features, so it is written in the same commit."""
     group = handle.create_group("classifier")
-    group.create_dataset(
-        "weight",
-        shape=(0, num_classes, feat_dim),
-        maxshape=(None, num_classes, feat_dim),
-        chunks=(1, num_classes, feat_dim),
-        dtype="f4",
-    )
-    group.create_dataset(
-        "bias",
-        shape=(0, num_classes),
-        maxshape=(None, num_classes),
-        chunks=(1, num_classes),
-        dtype="f4",
-    )
+    create_per_epoch(group, "weight", (num_classes, feat_dim), "f4")
+    create_per_epoch(group, "bias", (num_classes,), "f4")
